@@ -1,0 +1,39 @@
+# dango_nb: `make report` and `make test` do all set-up on a fresh machine.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PYTHON := $(BIN)/python
+TORCH_VERSION := 2.13.0
+PARAMS ?= params
+STAMP := $(VENV)/.installed
+
+.PHONY: install test report bench lab test-ui clean
+
+install: $(STAMP)
+
+# torch is pinned and installed first so that nothing later pulls a CUDA build.
+$(STAMP): pyproject.toml
+	test -x $(PYTHON) || $(PY) -m venv $(VENV)
+	$(PYTHON) -m pip install -q --upgrade pip
+	$(PYTHON) -m pip install -q "torch==$(TORCH_VERSION)"
+	$(PYTHON) -m pip install -q -e ".[dev]" "torch==$(TORCH_VERSION)"
+	$(PYTHON) -c "import torch; assert torch.__version__.split('+')[0] == '$(TORCH_VERSION)', torch.__version__"
+	$(PYTHON) -m ipykernel install --sys-prefix --name dango_nb --display-name "Python (dango_nb)" >/dev/null
+	touch $(STAMP)
+
+test: install
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PYTHON) -m pytest -q tests
+
+report: install
+	$(PYTHON) -m dango_nb.report --params $(PARAMS) --out reports
+
+bench: install
+	$(PYTHON) -m dango_nb.bench --out reports/bench.json
+
+lab: install
+	$(BIN)/jupyter lab --notebook-dir=notebooks --ServerApp.token='' --ServerApp.password='' --ip=127.0.0.1
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

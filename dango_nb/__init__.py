@@ -1,0 +1,1 @@
+"""dango_nb: notebook-driven DANGO."""
