@@ -24,5 +24,5 @@ fi
 echo "setup_ui_test: installing Debian's chromium with apt-get"
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null
+$SUDO apt-get install -y -qq --no-install-recommends chromium fonts-liberation >/dev/null
 "$CHROMIUM" --version

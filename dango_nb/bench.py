@@ -1,0 +1,235 @@
+"""``make bench``: time one pre-training epoch and one training epoch on the ``kuzmin`` synthetic
+preset (6,400 genes, STRING-v9.1-size channels, ~93k triplets) and write ``reports/bench.json``.
+
+    python -m dango_nb.bench --out reports/bench.json [--preset kuzmin] [--threads 2] [--device auto]
+                             [--epochs 1] [--batch-size 1024] [--profile]
+
+The study is the embedded synthetic benchmark, read back through the real-format loaders
+(generated on the first run and cached in the data directory; ``data_load_s`` says how long
+that took). Triplets are split 80/10/10 at random (seeded). ``train_epoch_s`` is the wall time of
+the optimisation steps over all training triplets (loss schedule ``PaperTwoStage`` after its
+transition, so every step trains both the interaction and the reconstruction loss, the most
+expensive kind of step); the validation pass is timed separately (``eval_s``). With ``--epochs
+N`` the median epoch is reported and every epoch's time is kept. ``--profile`` adds the operators
+that dominate a training step (torch.profiler) to the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+TARGETS = {"train_epoch_s": 30.0, "pretrain_epoch_s": 10.0, "peak_rss_gb": 4.0}
+DEFAULT_BATCH_SIZE = 1024
+
+
+def _peak_rss_gb() -> float:
+    """Peak resident memory of this process in GiB (``ru_maxrss`` is KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 ** 3 if sys.platform == "darwin" else 1024 ** 2)
+
+
+def _parse(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m dango_nb.bench", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="reports/bench.json", help="JSON report path (written atomically)")
+    p.add_argument("--preset", default="kuzmin", help="synthetic preset: tiny, small or kuzmin")
+    p.add_argument("--seed", type=int, default=0, help="benchmark, split and model seed")
+    p.add_argument("--data-dir", default=None, help="where the benchmark files live (default: DANGO_DATA_DIR "
+                                                      "or the user cache)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--epochs", type=int, default=1, help="timed epochs of each kind (median reported)")
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="triplets per training step")
+    p.add_argument("--pretrain-batch-size", type=int, default=None,
+                   help="genes per pre-training step (default: same as --batch-size)")
+    p.add_argument("--hidden-channels", type=int, default=64)
+    p.add_argument("--profile", action="store_true", help="profile a few training steps (torch.profiler)")
+    args = p.parse_args(argv)
+    if args.epochs < 1:
+        p.error("--epochs must be at least 1")
+    if args.batch_size < 1 or (args.pretrain_batch_size is not None and args.pretrain_batch_size < 1):
+        p.error("batch sizes must be at least 1")
+    if args.threads is not None and args.threads < 1:
+        p.error("--threads must be at least 1")
+    return args
+
+
+def _profile_steps(model, graph, train, config, lambdas, steps: int = 5) -> list[dict]:
+    """Self CPU (and CUDA) time per operator over ``steps`` full training steps."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from dango_nb.losses import DangoLoss
+    from dango_nb.schedules import get_schedule
+
+    loss_fn = DangoLoss(lambdas, get_schedule("PaperTwoStage", 0), interaction=config.interaction_loss)
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+    scaler_mean, scaler_std = float(train.targets.nanmean()), float(train.targets[train.targets.isfinite()].std())
+    device = next(model.parameters()).device
+    gen = torch.Generator().manual_seed(0)
+
+    def step():
+        sel = torch.randperm(len(train), generator=gen)[: config.batch_size]
+        idx = train.indices[sel].to(device)
+        z = ((train.targets[sel] - scaler_mean) / scaler_std).to(device)
+        out = model(graph, idx)
+        lo = loss_fn(out, z, 0)
+        opt.zero_grad(set_to_none=True)
+        lo.total.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+
+    model.train()
+    step()
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=acts) as prof:
+        for _ in range(steps):
+            step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    events = sorted(prof.key_averages(), key=lambda e: getattr(e, key, 0.0), reverse=True)
+    total = sum(getattr(e, key, 0.0) for e in events) or 1.0
+    return [{"op": e.key, "ms_per_step": getattr(e, key) / 1000.0 / steps,
+             "share": getattr(e, key) / total, "calls_per_step": e.count / steps} for e in events[:15]]
+
+
+def main(argv=None) -> dict:
+    args = _parse(argv)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    import torch
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+
+    from dango_nb.data.study import benchmark_dir, load_study
+    from dango_nb.fileio import atomic_write_json
+    from dango_nb.training import TrainConfig, evaluate, fit, pretrain, resolve_device
+
+    device = resolve_device(args.device)
+    cached = (benchmark_dir(args.preset, args.seed, args.data_dir) / "ground_truth.json").is_file()
+    t0 = time.perf_counter()
+    study = load_study(args.preset, seed=args.seed, data_dir=args.data_dir)
+    data_load_s = time.perf_counter() - t0
+    graph = study.cell_graph
+    triplets = study.triplets
+    n = len(triplets)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(args.seed))
+    n_train, n_val = int(0.8 * n), int(0.1 * n)
+    train = triplets.subset(perm[:n_train])
+    val = triplets.subset(perm[n_train:n_train + n_val])
+    planted = (study.ground_truth or {}).get("planted_lambda") or {}
+    lambdas = {et[1]: float(planted.get(et[1].rsplit("_", 1)[-1], 1.0)) for et in graph.edge_types}
+    n_edges = int(sum(graph[et].edge_index.size(1) for et in graph.edge_types)) // 2
+    model_kwargs = {"hidden_channels": args.hidden_channels}
+    pre_bs = args.pretrain_batch_size or args.batch_size
+
+    common = dict(device=str(device), seed=args.seed, progress=False, model=model_kwargs)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    # pre-training: reconstruction only, every gene's rows once per epoch
+    t0 = time.perf_counter()
+    pre = pretrain(graph, TrainConfig(epochs=args.epochs, batch_size=pre_bs, **common), lambdas)
+    pre_total = time.perf_counter() - t0
+    pre_times = pre.history["time_s"].tolist()
+    setup_s = pre_total - sum(pre_times)  # model construction + sparse graph inputs (once per run)
+
+    # training: both losses trained in every step
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, schedule="PaperTwoStage",
+                      transition_epoch=0, **common)
+    res = fit(graph, train, None, cfg, lambdas)
+    train_times = res.history["time_s"].tolist()
+    t0 = time.perf_counter()
+    val_metrics = evaluate(res.model, graph, val, res.scaler)
+    eval_s = time.perf_counter() - t0
+
+    profile_top = None
+    if args.profile:
+        profile_top = _profile_steps(res.model, res.model.prepare(graph), train, cfg, lambdas)
+
+    pretrain_epoch_s = statistics.median(pre_times)
+    train_epoch_s = statistics.median(train_times)
+    report = {
+        "synthetic": bool(study.synthetic),
+        "preset": args.preset,
+        "seed": args.seed,
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "torch_version": torch.__version__,
+        "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "n_genes": int(graph["gene"].num_nodes),
+        "n_edges_undirected": n_edges,
+        "n_channels": len(graph.edge_types),
+        "n_triplets": n,
+        "n_train": len(train),
+        "n_val": len(val),
+        "batch_size": args.batch_size,
+        "pretrain_batch_size": pre_bs,
+        "hidden_channels": args.hidden_channels,
+        "epochs_timed": args.epochs,
+        "data_load_s": data_load_s,
+        "data_cached": cached,
+        "setup_s": setup_s,
+        "pretrain_epoch_s": pretrain_epoch_s,
+        "pretrain_epoch_times_s": pre_times,
+        "train_epoch_s": train_epoch_s,
+        "train_epoch_times_s": train_times,
+        "train_steps_per_epoch": -(-len(train) // args.batch_size),
+        "pretrain_steps_per_epoch": -(-int(graph["gene"].num_nodes) // pre_bs),
+        "triplets_per_s": len(train) / train_epoch_s,
+        "eval_s": eval_s,
+        "val_pearson_after_timed_epochs": val_metrics["pearson"],
+        "peak_rss_gb": _peak_rss_gb(),
+        "targets": TARGETS,
+    }
+    if device.type == "cuda":
+        report["peak_cuda_gb"] = torch.cuda.max_memory_allocated(device) / 1024 ** 3
+    report["meets_targets"] = {k: report[k] <= v for k, v in TARGETS.items()}
+    if profile_top is not None:
+        report["profile_top_ops"] = profile_top
+        report["peak_rss_gb"] = _peak_rss_gb()
+
+    atomic_write_json(report, args.out)
+    _print_table(report, args.out)
+    return report
+
+
+def _print_table(r: dict, out: str) -> None:
+    lines = [
+        f"dango_nb bench ({'SYNTHETIC ' if r['synthetic'] else ''}preset {r['preset']}: {r['n_genes']} genes, "
+        f"{r['n_edges_undirected']} edges, {r['n_triplets']} triplets; device {r['device']}, "
+        f"{r['torch_threads']} torch threads)",
+        f"  {'measure':<22}{'value':>12}  {'target':>8}  ok",
+    ]
+    rows = [("data_load_s", r["data_load_s"], None), ("setup_s", r["setup_s"], None),
+            ("pretrain_epoch_s", r["pretrain_epoch_s"], TARGETS["pretrain_epoch_s"]),
+            ("train_epoch_s", r["train_epoch_s"], TARGETS["train_epoch_s"]),
+            ("triplets_per_s", r["triplets_per_s"], None), ("eval_s", r["eval_s"], None),
+            ("peak_rss_gb", r["peak_rss_gb"], TARGETS["peak_rss_gb"])]
+    for name, value, target in rows:
+        ok = "" if target is None else ("yes" if value <= target else "NO")
+        tgt = "" if target is None else f"<= {target:g}"
+        lines.append(f"  {name:<22}{value:>12.2f}  {tgt:>8}  {ok}")
+    lines.append(f"  batch_size {r['batch_size']} ({r['train_steps_per_epoch']} steps/epoch), pretrain batch "
+                 f"{r['pretrain_batch_size']} genes, hidden_channels {r['hidden_channels']}")
+    for op in r.get("profile_top_ops", [])[:10]:
+        lines.append(f"    {op['op']:<40}{op['ms_per_step']:>9.1f} ms/step  {100 * op['share']:5.1f}%")
+    lines.append(f"  written to {out}")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

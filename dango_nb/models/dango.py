@@ -1,0 +1,157 @@
+"""DANGO: per-channel GNN embeddings -> meta embedding -> Hyper-SAGNN triplet score."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from dango_nb.losses import SparseRows
+from dango_nb.models.hypersagnn import HyperSAGNN
+from dango_nb.models.meta import MetaEmbedding
+from dango_nb.models.pretrain import DangoPreTrain, EdgeType, GraphInputs
+
+__all__ = ["DangoOutput", "Dango"]
+
+
+@dataclass
+class DangoOutput:
+    """One forward pass.
+
+    Attributes:
+        scores: ``(B,)`` triplet scores, or ``None`` when no triplets were given.
+        channel_embeddings: edge type -> ``(N, H)`` layer-2 embeddings of all genes.
+        integrated: ``(N, H)`` meta embeddings; meta_weights: ``(N, C)`` channel weights
+            (columns in ``Dango.edge_types`` order).
+        recon_rows: ``(R,)`` genes whose adjacency rows the reconstruction loss uses (default: the
+            unique genes of the batch); empty, with the three dicts below, when the forward was
+            called with ``reconstruction=False``.
+        recon_embeddings: edge type -> ``(R, H)`` layer-2 embeddings of those rows.
+        recon_heads: edge type -> the ``nn.Linear`` head (weight ``(N, H)``, bias ``(N,)``).
+        recon_targets: edge type -> :class:`~dango_nb.losses.SparseRows` (row ``k`` = gene
+            ``recon_rows[k]``'s weighted adjacency row).
+    """
+
+    scores: Tensor | None
+    channel_embeddings: dict[EdgeType, Tensor]
+    integrated: Tensor
+    meta_weights: Tensor
+    recon_rows: Tensor
+    recon_embeddings: dict[EdgeType, Tensor]
+    recon_heads: dict[EdgeType, nn.Linear]
+    recon_targets: dict[EdgeType, SparseRows]
+
+    def reconstructions(self) -> dict[EdgeType, Tensor]:
+        """Dense ``(R, N)`` reconstructions of the rows (plots/AUROC; not used by the loss)."""
+        return {et: self.recon_heads[et](z) for et, z in self.recon_embeddings.items()}
+
+
+class Dango(nn.Module):
+    """The DANGO model.
+
+    Args:
+        gene_num (int): ``N``.
+        edge_types: channel edge types of the cell graph.
+        hidden_channels (int): ``H`` (64 as in TorchCell, 128 as in the paper).
+        num_heads (int): Hyper-SAGNN heads (4 or 8).
+        num_layers (int): Hyper-SAGNN attention layers.
+        beta_init (float): initial ReZero ``beta``.
+        activation (str): nonlinearity used throughout.
+        meta_embedding (str): ``"attention"`` or ``"mean"`` (ablation).
+        batched (bool): run the channel GNNs as one batched graph.
+
+    ``forward(graph, triplet_indices (B, 3), recon_rows=None, reconstruction=True) -> DangoOutput``;
+    ``graph`` is a ``HeteroData`` (its sparse inputs are built once and cached on the model for that
+    graph object: call :meth:`clear_cache` after editing a graph in place) or :class:`GraphInputs`
+    from :meth:`prepare`. The GNN stage runs once per call, over all genes.
+    """
+
+    def __init__(self, gene_num: int, edge_types, hidden_channels: int = 64, num_heads: int = 4,
+                 num_layers: int = 2, beta_init: float = 0.0, activation: str = "relu",
+                 meta_embedding: str = "attention", batched: bool = True):
+        super().__init__()
+        self.pretrain = DangoPreTrain(gene_num, edge_types, hidden_channels, activation, batched)
+        self.meta = MetaEmbedding(hidden_channels, meta_embedding, activation=activation)
+        self.hypersagnn = HyperSAGNN(hidden_channels, num_heads, num_layers, beta_init, activation)
+        self._cache: tuple | None = None
+
+    @property
+    def edge_types(self) -> list[EdgeType]:
+        return self.pretrain.edge_types
+
+    @property
+    def gene_num(self) -> int:
+        return self.pretrain.gene_num
+
+    def reset_parameters(self):
+        self.pretrain.reset_parameters()
+        self.meta.reset_parameters()
+        self.hypersagnn.reset_parameters()
+
+    def prepare(self, cell_graph) -> GraphInputs:
+        """Sparse graph inputs on the model's device; cached for the last graph object seen."""
+        if isinstance(cell_graph, GraphInputs):
+            return cell_graph
+        w = self.pretrain.embedding.weight
+        key = (w.device, w.dtype)
+        if self._cache is not None and self._cache[0] is cell_graph and self._cache[1] == key:
+            return self._cache[2]
+        inputs = self.pretrain.prepare(cell_graph)
+        self._cache = (cell_graph, key, inputs)
+        return inputs
+
+    def clear_cache(self):
+        self._cache = None
+
+    def __getstate__(self):  # keep the graph cache out of pickles and deep copies
+        state = self.__dict__.copy()
+        state["_cache"] = None
+        return state
+
+    def embed(self, graph) -> tuple[dict[EdgeType, Tensor], Tensor, Tensor]:
+        """Channel embeddings, integrated ``(N, H)`` and meta weights ``(N, C)`` of all genes."""
+        inputs = self.prepare(graph)
+        emb = self.pretrain(inputs)
+        integrated, weights = self.meta(torch.stack([emb[et] for et in self.edge_types]))
+        return emb, integrated, weights
+
+    def score(self, integrated: Tensor, triplet_indices: Tensor) -> Tensor:
+        """Scores ``(B,)`` of triplets ``(B, 3)`` from integrated embeddings ``(N, H)`` (so prediction
+        can embed once and score many batches)."""
+        idx = triplet_indices.to(device=integrated.device, dtype=torch.long)
+        if idx.dim() != 2 or idx.size(1) != 3:
+            raise ValueError(f"triplet_indices must be (B, 3), got {tuple(idx.shape)}")
+        return self.hypersagnn(integrated[idx])
+
+    def forward(self, graph, triplet_indices: Tensor | None = None, recon_rows: Tensor | None = None,
+                reconstruction: bool = True) -> DangoOutput:
+        """Args:
+            graph: ``HeteroData`` cell graph or :class:`GraphInputs`.
+            triplet_indices: ``(B, 3)`` long gene indices, or ``None`` (reconstruction only).
+            recon_rows: ``(R,)`` genes for the reconstruction loss; default the unique genes of
+                ``triplet_indices``, or all genes when there are no triplets.
+            reconstruction: ``False`` leaves the reconstruction fields empty (prediction, or epochs
+                whose reconstruction weight is 0).
+        """
+        inputs = self.prepare(graph)
+        emb, integrated, weights = self.embed(inputs)
+        device = integrated.device
+        scores = None if triplet_indices is None else self.score(integrated, triplet_indices)
+        if not reconstruction:
+            rows = torch.zeros(0, dtype=torch.long, device=device)
+            return DangoOutput(scores, emb, integrated, weights, rows, {}, {}, {})
+        if recon_rows is None:
+            recon_rows = (torch.unique(triplet_indices.to(device=device, dtype=torch.long))
+                          if triplet_indices is not None else torch.arange(self.gene_num, device=device))
+        recon_rows = recon_rows.to(device=device, dtype=torch.long).reshape(-1)
+        return DangoOutput(
+            scores=scores,
+            channel_embeddings=emb,
+            integrated=integrated,
+            meta_weights=weights,
+            recon_rows=recon_rows,
+            recon_embeddings={et: emb[et][recon_rows] for et in self.edge_types},
+            recon_heads={et: self.pretrain.head(et) for et in self.edge_types},
+            recon_targets={et: inputs.target_rows(et, recon_rows) for et in self.edge_types},
+        )

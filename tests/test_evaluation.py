@@ -1,0 +1,181 @@
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dango_nb import evaluation as E
+from dango_nb import metrics as M
+from dango_nb.splits import make_splits
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    from dango_nb.data.study import load_study
+
+    return load_study("tiny", 0, tmp_path_factory.getbasetemp() / "dango_data")
+
+
+@pytest.fixture(scope="module")
+def lambdas(study):
+    from dango_nb.__main__ import lambdas_for_study
+
+    return lambdas_for_study(study)
+
+
+def tiny_config(**kw):
+    from dango_nb.training import TrainConfig
+
+    base = dict(epochs=3, transition_epoch=1, batch_size=128, progress=False, keep_top_k=2,
+                model={"hidden_channels": 16, "num_heads": 2, "num_layers": 1})
+    return TrainConfig(**{**base, **kw})
+
+
+def test_baselines_table_ceiling_and_files(study, tmp_path):
+    out = tmp_path / "evaluation"
+    r = E.run_evaluation(study, models=["mean", "additive", "pairwise_additive"], n_folds=3, n_boot=50,
+                         out_dir=out, progress=False)
+    m = r.metrics
+    # one row per model x split x fold, oracle added because the study has ground truth
+    assert len(m) == 4 * 3 * 3
+    assert set(m["model"]) == {"mean", "additive", "pairwise_additive", "oracle_signal"}
+    assert set(m["split"]) == {"random", "gene1", "gene2"} and set(m["fold"]) == {0, 1, 2}
+    for col in ("model", "split", "fold", "pearson", "spearman", "mse", "auroc", "auprc", "pearson_strong",
+                "auroc_balanced", "auprc_balanced", "n_test", "ceiling", "pearson_ci_low", "pearson_ci_high"):
+        assert col in m.columns, col
+    # the ceiling column is Pearson(planted signal, tau) on each fold's test triplets
+    signal = study.planted_signal()
+    tau = study.triplets.targets.numpy().astype(np.float64)
+    fold = make_splits("gene1", study.triplets, n_folds=3, seed=0)[1]
+    row = m[(m.model == "additive") & (m.split == "gene1") & (m.fold == 1)].iloc[0]
+    assert row["ceiling"] == pytest.approx(M.pearson(tau[fold.test], signal[fold.test]))
+    assert row["n_test"] == len(fold.test)
+    oracle = m[m.model == "oracle_signal"]
+    assert np.allclose(oracle["pearson"], oracle["ceiling"])
+    # additive learns something on random triplets; the mean predictor has no correlation
+    add = m[(m.model == "additive") & (m.split == "random")]
+    assert (add["pearson"] > 0.2).all() and (add["pearson"] < add["ceiling"]).all()
+    assert m[m.model == "mean"]["pearson"].isna().all()
+    assert (m[m.model == "mean"]["auroc"] == 0.5).all()
+    # files
+    disk = pd.read_csv(out / "metrics.csv")
+    assert len(disk) == len(m) and disk["synthetic"].all()
+    ceiling = json.loads((out / "ceiling.json").read_text())
+    assert ceiling["synthetic"] is True and set(ceiling["per_split"]) == {"random", "gene1", "gene2"}
+    assert ceiling["per_split"]["gene1"]["folds"] == pytest.approx(
+        m[m.model == "additive"].query("split == 'gene1'")["ceiling"].tolist())
+    assert (out / "predictions.parquet").is_file() and (out / "summary.csv").is_file()
+    s = r.summary.set_index(["model", "split"])
+    assert s.loc[("additive", "random"), "pearson_mean"] == pytest.approx(add["pearson"].mean())
+    wide = E.summary_table(r)
+    assert "noise ceiling (pearson)" in wide.index
+
+
+def test_same_seed_same_numbers(study):
+    kw = dict(splits=["random", "gene2"], models=["additive"], n_folds=2, n_boot=20, out_dir=None, progress=False)
+    a = E.run_evaluation(study, seed=3, **kw).metrics
+    b = E.run_evaluation(study, seed=3, **kw).metrics
+    pd.testing.assert_frame_equal(a.drop(columns="fit_s"), b.drop(columns="fit_s"))
+
+
+def test_models_never_see_test_data(study, monkeypatch, lambdas):
+    """Selection (fitting, early stopping, checkpoint choice) only receives train/val triplets."""
+    from dango_nb import training
+
+    tau = study.triplets.targets.numpy()
+    idx = study.triplets.indices.numpy()
+    seen = []
+
+    def spy(data):
+        assert not hasattr(data, "test_targets") and not hasattr(data, "test")
+        seen.append((data.split, data.fold, data.train.indices.numpy(), data.val.indices.numpy(),
+                     data.test_indices.copy()))
+        return np.zeros(len(data.test_indices))
+
+    real_fit = training.fit
+    fits = []
+
+    def fit_spy(cell_graph, train, val, config, lam, **kw):
+        fits.append((train.indices.numpy().copy(), val.indices.numpy().copy()))
+        return real_fit(cell_graph, train, val, config, lam, **kw)
+
+    monkeypatch.setattr(training, "fit", fit_spy)
+    E.run_evaluation(study, models={"spy": spy, "dango": None}, n_folds=5, folds=[0], config=tiny_config(epochs=1),
+                     lambdas=lambdas, n_boot=0, out_dir=None, progress=False)
+    assert len(seen) == 3 and len(fits) == 3
+    key = lambda a: {tuple(sorted(t)) for t in a.tolist()}  # noqa: E731
+    for (split, fold, train, val, test), (ftrain, fval) in zip(seen, fits):
+        assert np.array_equal(train, ftrain) and np.array_equal(val, fval)
+        folds = make_splits(split, study.triplets, n_folds=5, seed=0)
+        f = folds[fold]
+        assert np.array_equal(test, idx[f.test])
+        assert not key(test) & key(train) and not key(test) & key(val)
+        if split != "random":
+            assert not np.isin(train, f.test_genes).any() and not np.isin(val, f.test_genes).any()
+        assert len(train) + len(val) + len(test) + len(f.discarded) == len(tau)
+
+
+def test_dango_single_ensemble_and_ablations(study, lambdas, tmp_path):
+    r = E.run_evaluation(study, splits=["random"], models=["dango", "dango_ensemble", "dango_no_pretrain",
+                                                            "dango_mean_meta", "dango_single_coexpression",
+                                                            "dango_LinearUntilFlipped", "mlp_embeddings"],
+                         n_folds=5, folds=[0], config=tiny_config(), lambdas=lambdas, ensemble_seeds=2,
+                         pretrain_epochs=1, mlp_embeddings={"max_epochs": 3}, n_boot=0, out_dir=tmp_path,
+                         progress=False)
+    m = r.metrics.set_index("model")
+    for name in ("dango", "dango_ensemble", "dango_no_pretrain", "dango_mean_meta", "dango_single_coexpression",
+                 "dango_LinearUntilFlipped", "mlp_embeddings"):
+        assert math.isfinite(m.loc[name, "mse"]), name
+    # 2 seeds x top-2 checkpoints = 4 members; spread across them is reported per prediction
+    g = r.ensemble
+    assert (g["kind"] == "member").sum() == 4
+    assert set(g["name"]) >= {"single_mean", "ensemble", "gain"}
+    ens = r.predictions[r.predictions.model == "dango_ensemble"]
+    assert (ens["spread"] > 0).all() and r.predictions.query("model == 'dango'")["spread"].isna().all()
+    # the single model is the first seed's best-validation model: not the same as the ensemble
+    single = r.predictions.query("model == 'dango'")["prediction"].to_numpy()
+    assert not np.allclose(single, ens["prediction"].to_numpy())
+    assert (tmp_path / "ensemble_gain.csv").is_file()
+    # ablations really change the model: different predictions
+    preds = r.predictions.pivot(index="row", columns="model", values="prediction")
+    for name in ("dango_no_pretrain", "dango_mean_meta", "dango_single_coexpression"):
+        assert not np.allclose(preds["dango"], preds[name]), name
+
+
+def test_bad_arguments_and_failure_keeps_old_table(study, tmp_path):
+    with pytest.raises(ValueError, match="unknown model"):
+        E.run_evaluation(study, models=["dango_turbo"], out_dir=None, progress=False)
+    with pytest.raises(ValueError, match="lambdas"):
+        E.run_evaluation(study, models=["dango"], out_dir=None, progress=False)
+    with pytest.raises(ValueError, match="unknown split"):
+        E.run_evaluation(study, splits=["genes"], models=["mean"], out_dir=None, progress=False)
+    with pytest.raises(ValueError, match="channel"):
+        E.run_evaluation(study, models=["dango_single_telepathy"], lambdas={"x": 1.0}, out_dir=None, progress=False)
+    out = tmp_path / "ev"
+    E.run_evaluation(study, splits=["random"], models=["mean"], n_folds=2, n_boot=0, out_dir=out, progress=False)
+    before = (out / "metrics.csv").read_text()
+
+    def broken(data):
+        raise RuntimeError("model exploded")
+
+    with pytest.raises(RuntimeError, match="exploded"):
+        E.run_evaluation(study, splits=["random"], models={"mean": None, "broken": broken}, n_folds=2,
+                         out_dir=out, progress=False)
+    assert (out / "metrics.csv").read_text() == before
+
+
+def test_dango_variant_names():
+    assert E.dango_variant("dango") == {} and E.dango_variant("dango_ensemble") == {}
+    assert E.dango_variant("dango_no_pretrain") == {"schedule": "InteractionOnly"}
+    assert E.dango_variant("dango_mean_meta") == {"model": {"meta_embedding": "mean"}}
+    assert E.dango_variant("dango_single_database") == {"channel": "database"}
+    assert E.dango_variant("dango_PaperTwoStage") == {"schedule": "PaperTwoStage"}
+    assert E.dango_variant("additive") is None and E.dango_variant("dango_nonsense") is None
+
+
+def test_restrict_channels(study):
+    g = E.restrict_channels(study.cell_graph, ["coexpression"])
+    assert E.graph_channels(g) == ["coexpression"]
+    assert g["gene"].num_nodes == study.cell_graph["gene"].num_nodes
+    assert list(g["gene"].node_ids) == list(study.cell_graph["gene"].node_ids)

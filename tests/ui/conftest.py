@@ -1,0 +1,275 @@
+"""Fixtures for the browser test: a throwaway JupyterLab server and a headless Debian chromium.
+
+Only used when DANGO_UI=1 (``make test-ui``); the test module skips otherwise, so the default
+``pytest tests`` run starts neither a server nor a browser.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM = Path(os.environ.get("DANGO_CHROMIUM", "/usr/bin/chromium"))
+KERNEL_NAME = "dango_nb"
+NOTEBOOK_STEM = "03_loss_schedules"
+LAMBDA_STEM = "01_lambda_determination"  # writes the lambdas.json the schedule notebook reads
+# Debian's chromium, not Playwright's download; the network flags stop it reaching for Google hosts.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+    "--no-first-run",
+]
+VIEWPORT = {"width": 1440, "height": 1200}
+
+# User settings for the throwaway server: no news/update toasts over the notebook, and every cell
+# attached to the DOM so widgets further down can be found without scrolling first.
+LAB_SETTINGS = {
+    "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {
+        "fetchNews": "false",
+        "checkForUpdates": False,
+    },
+    "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
+}
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "ui: end-to-end browser test in JupyterLab (make test-ui, or DANGO_UI=1)"
+    )
+
+
+def ui_enabled() -> bool:
+    return os.environ.get("DANGO_UI", "") == "1"
+
+
+@pytest.fixture(scope="session")
+def ui_report_dir() -> Path:
+    """reports/ui/, emptied of the previous run's screenshots and logs."""
+    out = Path(os.environ.get("DANGO_UI_REPORT_DIR", REPO / "reports" / "ui"))
+    out.mkdir(parents=True, exist_ok=True)
+    for old in list(out.glob("*.png")) + list(out.glob("*.log")):
+        old.unlink()
+    return out
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get_json(url: str, timeout: float = 2.0):
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return json.loads(r.read().decode())
+
+
+class LabServer:
+    """A JupyterLab process in its own process group, with a log file."""
+
+    def __init__(self, root: Path, home: Path, log_path: Path):
+        self.root = root
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        env = dict(os.environ)
+        venv_bin = str(Path(sys.executable).parent)
+        env.update(
+            PATH=venv_bin + os.pathsep + env.get("PATH", ""),
+            # Isolate from the user's Jupyter config, workspaces and settings; the dango_nb kernel
+            # is found in the venv's share/jupyter (sys.prefix), where `make install` put it.
+            JUPYTER_CONFIG_DIR=str(home / "config"),
+            JUPYTER_RUNTIME_DIR=str(home / "runtime"),
+            JUPYTER_DATA_DIR=str(home / "data"),
+            JUPYTERLAB_SETTINGS_DIR=str(home / "settings"),
+            JUPYTERLAB_WORKSPACES_DIR=str(home / "workspaces"),
+            OMP_NUM_THREADS="1",
+            MKL_NUM_THREADS="1",
+            MPLBACKEND="module://matplotlib_inline.backend_inline",
+        )
+        settings = home / "settings"
+        for name, values in LAB_SETTINGS.items():
+            plugin, file = name.rsplit("/", 1)
+            (settings / plugin).mkdir(parents=True, exist_ok=True)
+            (settings / plugin / file).write_text(json.dumps(values))
+        cmd = [
+            sys.executable, "-m", "jupyterlab",
+            "--no-browser",
+            f"--notebook-dir={root}",
+            "--ip=127.0.0.1",
+            f"--port={self.port}",
+            "--ServerApp.port_retries=0",
+            "--IdentityProvider.token=",
+            "--ServerApp.password=",
+            # A loopback server only this test talks to; lets the finalizer POST /api/shutdown.
+            "--ServerApp.disable_check_xsrf=True",
+            "--LabApp.news_url=None",
+            "--LabApp.extension_manager=readonly",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            f"--MappingKernelManager.default_kernel_name={KERNEL_NAME}",
+        ]
+        if os.geteuid() == 0:  # containers and CI runners are often root
+            cmd.append("--allow-root")
+        self._log = open(log_path, "w")
+        self.proc = subprocess.Popen(
+            cmd, cwd=root, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def log_tail(self, n: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"JupyterLab exited with {self.proc.returncode} before serving:\n{self.log_tail()}"
+                )
+            try:
+                _get_json(self.url + "/api/status")
+                return
+            except (urllib.error.URLError, ConnectionError, OSError):
+                time.sleep(0.3)
+        raise TimeoutError(f"JupyterLab not serving {self.url}/api/status after {timeout}s:\n"
+                           f"{self.log_tail()}")
+
+    def shutdown(self) -> None:
+        """POST /api/shutdown, then SIGTERM and SIGKILL the process group (kernels included)."""
+        if self.proc.poll() is None:
+            try:
+                req = urllib.request.Request(self.url + "/api/shutdown", method="POST", data=b"")
+                urllib.request.urlopen(req, timeout=5).close()
+            except (urllib.error.URLError, ConnectionError, OSError):
+                pass
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                pass
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(self.proc.pid, sig)  # the group also holds the kernels it started
+            except ProcessLookupError:
+                break
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                continue
+            time.sleep(0.5)  # let kernel children see SIGTERM before the SIGKILL round
+        self._log.close()
+
+
+@pytest.fixture(scope="session")
+def ui_timings() -> dict:
+    """Seconds per phase, filled by the fixtures and the test, written to reports/ui/summary.json."""
+    return {}
+
+
+@pytest.fixture(scope="session")
+def lab_workdir():
+    """Temp dir: ``root/`` (the server's root, laid out like the repo), ``home/`` (Jupyter config,
+    settings, runtime) and ``data/`` (DANGO_DATA_DIR: the tiny synthetic benchmark)."""
+    tmp = Path(tempfile.mkdtemp(prefix="dango_ui_"))
+    for sub in ("root", "home", "data"):
+        (tmp / sub).mkdir()
+    with pytest.MonkeyPatch.context() as mp:
+        # Inherited by the papermill kernel below and by the JupyterLab server and its kernel.
+        mp.setenv("DANGO_DATA_DIR", str(tmp / "data"))
+        yield tmp
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def ui_notebook(lab_workdir, ui_timings) -> Path:
+    """The loss-schedule notebook as a user meets it, with tiny parameters: ``root/notebooks/``
+    holds an unmodified copy, ``root/params/`` the files of params/tiny/ (so the notebook's default
+    ``../params/<stem>.yaml`` is the tiny set), and ``root/reports/`` the lambdas.json that the
+    lambda notebook writes (run here headless through ``dango_nb.report``, as `make report` does).
+    Returns the notebook's path relative to the server root."""
+    from dango_nb import report  # noqa: PLC0415 - imports papermill; only when the test runs
+
+    root = lab_workdir / "root"
+    src = Path(os.environ.get("DANGO_UI_NOTEBOOK", REPO / "notebooks" / f"{NOTEBOOK_STEM}.ipynb"))
+    if not src.is_file():
+        pytest.fail(f"notebook not found: {src}")
+    (root / "notebooks").mkdir()
+    shutil.copy(src, root / "notebooks" / src.name)
+    shutil.copytree(REPO / "params" / "tiny", root / "params")
+    t0 = time.monotonic()
+    res = report.run_notebook(LAMBDA_STEM, root / "params" / f"{LAMBDA_STEM}.yaml", root / "reports",
+                              KERNEL_NAME, timeout=600, nb_dir=REPO / "notebooks")
+    if res.status != "ok":
+        pytest.fail(f"set-up: {LAMBDA_STEM} (tiny) failed under papermill:\n{res.error}")
+    ui_timings["setup_lambda_notebook"] = time.monotonic() - t0
+    return Path("notebooks") / src.name
+
+
+@pytest.fixture(scope="session")
+def lab_server(lab_workdir, ui_report_dir, ui_timings):
+    t0 = time.monotonic()
+    server = LabServer(lab_workdir / "root", lab_workdir / "home", ui_report_dir / "jupyterlab.log")
+    try:
+        server.wait_ready()
+        ui_timings["server_start"] = time.monotonic() - t0
+        specs = _get_json(server.url + "/api/kernelspecs")["kernelspecs"]
+        if KERNEL_NAME not in specs:
+            pytest.fail(f"kernel {KERNEL_NAME!r} not registered (have {sorted(specs)}); "
+                        "run `make install`")
+        yield server
+    finally:
+        server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def browser_context(lab_workdir, ui_report_dir, ui_timings):
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} not found: run scripts/setup_ui_test.sh (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    console = open(ui_report_dir / "browser_console.log", "w")
+    t0 = time.monotonic()
+    with sync_playwright() as pw:
+        # A fresh profile per run; no first-run pages, no network beyond the loopback server.
+        context = pw.chromium.launch_persistent_context(
+            str(lab_workdir / "chromium-profile"),
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport=VIEWPORT,
+        )
+        ui_timings["browser_start"] = time.monotonic() - t0
+        context.on("console", lambda m: console.write(f"[{m.type}] {m.text}\n"))
+        try:
+            yield context
+        finally:
+            context.close()
+            console.close()
+
+
+@pytest.fixture
+def page(browser_context):
+    page = browser_context.new_page()
+    page.page_errors = []  # uncaught JS errors, reported by the test on failure
+    page.on("pageerror", lambda e: page.page_errors.append(str(e)))
+    yield page
+    page.close()
