@@ -31,8 +31,14 @@ report: install
 bench: install
 	$(PYTHON) -m dango_nb.bench --out reports/bench.json
 
+# JupyterLab on loopback, no token (local use), dango_nb kernel by default.
 lab: install
-	$(BIN)/jupyter lab --notebook-dir=notebooks --ServerApp.token='' --ServerApp.password='' --ip=127.0.0.1
+	scripts/lab.sh
+
+# End-to-end browser test (JupyterLab + Debian chromium via Playwright); screenshots in reports/ui/.
+test-ui: install
+	scripts/setup_ui_test.sh
+	DANGO_UI=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PYTHON) -m pytest -q tests/ui
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

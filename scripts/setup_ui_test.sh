@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the browser UI test needs: Debian's chromium (Playwright's own browser download
-# does not work offline-ish machines like ours). Idempotent: returns at once when chromium exists.
+# does not work here). Idempotent: returns at once when chromium exists.
 set -euo pipefail
 
 CHROMIUM="${DANGO_CHROMIUM:-/usr/bin/chromium}"

@@ -15,11 +15,10 @@ TINY = ROOT / "params" / "tiny"
 
 OK = """
 from pathlib import Path
-from dango_nb import params, plots, report
-from matplotlib.figure import Figure
-p = params.load_params(params_file)
-fig = Figure(); fig.add_subplot().plot([0, 1], [{n}, 2])
-plots.save_figure(fig, Path(report_dir) / "sub" / "figure.png")
+from dango_nb import report
+(Path(report_dir) / "sub").mkdir()
+(Path(report_dir) / "sub" / "figure.png").write_bytes(b"\\x89PNG stand-in")
+assert Path(params_file).is_file()
 print("device: cpu")
 report.write_summary(report_dir, {{"answer": {n}, "per channel": {{"a": 0.5}},
                      "table": {{"columns": ["x", "y"], "rows": [[1, 2.0]]}}}}, synthetic=True)
@@ -44,7 +43,7 @@ def make_notebooks(folder: Path, bodies: dict[str, str]) -> Path:
     return folder
 
 
-def test_failures_are_reported_and_independent_runs_continue(tmp_path):
+def test_failures_are_reported_and_independent_runs_continue(tmp_path, monkeypatch):
     nbs = make_notebooks(tmp_path / "nb", {"02_pretraining": NO_SUMMARY, "03_loss_schedules": FAIL})
     out = tmp_path / "reports"
     results, summary = report.run_report(TINY, out, nb_dir=nbs, log=lambda *a: None)
@@ -71,7 +70,6 @@ def test_failures_are_reported_and_independent_runs_continue(tmp_path):
     index = (out / "index.html").read_text()
     for r in results:
         assert f"href='{r.html}'" in index
-    assert "<th>per channel</th>" not in index or True
     assert "<h3>answer</h3>3" in index and "<td>a</td>" not in index and "<th>a</th><td>0.5</td>" in index
     assert "planted failure" in index
     md = (out / "summary.md").read_text()
@@ -80,9 +78,11 @@ def test_failures_are_reported_and_independent_runs_continue(tmp_path):
     # a second run replaces a run's folder (no stale figures) and keeps the others
     stale = out / "evaluation" / "stale.png"
     stale.write_bytes(b"x")
-    results, summary = report.run_report(TINY, out, only=["evaluation"], nb_dir=nbs, log=lambda *a: None)
-    assert [r.status for r in results] == ["ok"] and not stale.exists()
+    monkeypatch.setattr(report, "notebook_dir", lambda: nbs)
+    assert report.main(["--params", str(TINY), "--out", str(out), "--only", "evaluation"]) == 0
+    assert not stale.exists() and (out / "evaluation" / "summary.json").is_file()
     assert (out / "lambda_determination" / "summary.json").is_file()
+    assert [r["name"] for r in json.loads((out / "summary.json").read_text())["runs"]] == ["evaluation"]
 
 
 def test_lambda_failure_skips_dependents_and_main_exit_codes(tmp_path, monkeypatch):
@@ -95,10 +95,6 @@ def test_lambda_failure_skips_dependents_and_main_exit_codes(tmp_path, monkeypat
 
     monkeypatch.setattr(report, "notebook_dir", lambda: nbs)
     assert report.main(["--params", str(TINY), "--out", str(out), "--only", "lambda_determination"]) == 1
-    ok = make_notebooks(tmp_path / "nb_ok", {})
-    monkeypatch.setattr(report, "notebook_dir", lambda: ok)
-    assert report.main(["--params", str(TINY), "--out", str(out), "--only", "lambda_determination",
-                        "pretraining"]) == 0
 
 
 def test_bad_parameters_stop_before_anything_runs(tmp_path, capsys):

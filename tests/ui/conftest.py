@@ -2,6 +2,11 @@
 
 Only used when DANGO_UI=1 (``make test-ui``); the test module skips otherwise, so the default
 ``pytest tests`` run starts neither a server nor a browser.
+
+Environment knobs (all optional): ``DANGO_CHROMIUM`` (browser binary, default /usr/bin/chromium),
+``DANGO_UI_REPORT_DIR`` (screenshots and logs, default reports/ui), ``DANGO_UI_NOTEBOOK`` (another
+notebook to drive, for debugging the harness), ``DANGO_UI_TIMEOUT`` / ``DANGO_UI_WIDGET_TIMEOUT``
+(seconds, see the test module).
 """
 
 from __future__ import annotations
@@ -56,16 +61,12 @@ def pytest_configure(config):
     )
 
 
-def ui_enabled() -> bool:
-    return os.environ.get("DANGO_UI", "") == "1"
-
-
 @pytest.fixture(scope="session")
 def ui_report_dir() -> Path:
     """reports/ui/, emptied of the previous run's screenshots and logs."""
     out = Path(os.environ.get("DANGO_UI_REPORT_DIR", REPO / "reports" / "ui"))
     out.mkdir(parents=True, exist_ok=True)
-    for old in list(out.glob("*.png")) + list(out.glob("*.log")):
+    for old in [*out.glob("*.png"), *out.glob("*.log"), *out.glob("summary.json")]:
         old.unlink()
     return out
 
@@ -102,7 +103,6 @@ class LabServer:
             JUPYTERLAB_WORKSPACES_DIR=str(home / "workspaces"),
             OMP_NUM_THREADS="1",
             MKL_NUM_THREADS="1",
-            MPLBACKEND="module://matplotlib_inline.backend_inline",
         )
         settings = home / "settings"
         for name, values in LAB_SETTINGS.items():

@@ -35,6 +35,7 @@ ALPHA_PLOT = ".dango-alpha-plot"
 RESULTS_PLOT = ".dango-results-plot"
 PROGRESS = ".dango-progress"
 ALPHA_DATA = ".dango-alpha-data"  # optional: the plotted alpha values as JSON text
+STATUS = ".dango-status"  # optional: caption naming the last run's schedule and transition_epoch
 
 _NOTEBOOK_STATE_JS = """() => {
   const panel = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden)');
@@ -254,12 +255,13 @@ def test_schedule_widget_in_jupyterlab(ui_notebook, lab_server, page, ui_report_
         lo, value_0, hi = (int(float(handle.get_attribute(k)))
                            for k in ("aria-valuemin", "aria-valuenow", "aria-valuemax"))
         assert int(readout.inner_text()) == value_0
-        steps = min(5, value_0 - lo) if value_0 > lo else -min(5, hi - value_0)
-        assert steps, f"slider has no room to move ({lo}..{hi})"
-        value_1 = value_0 - steps
+        # Three steps inward, away from the ends (T = 0 makes every schedule's alpha the same).
+        steps = 3 if value_0 + 3 < hi else -3
+        value_1 = value_0 + steps
+        assert lo < value_1 < hi, f"slider range {lo}..{hi} too small to move from {value_0}"
         handle.focus()
         for _ in range(abs(steps)):
-            handle.press("ArrowLeft" if steps > 0 else "ArrowRight")
+            handle.press("ArrowRight" if steps > 0 else "ArrowLeft")
         _wait_until(lambda: int(readout.inner_text()) == value_1, 30,
                     f"slider readout to show {value_1}")
         alpha_1, data_1 = _wait_alpha_redrawn(page, alpha, alpha_0, value_1, None)
@@ -304,6 +306,9 @@ def test_schedule_widget_in_jupyterlab(ui_notebook, lab_server, page, ui_report_
         timings["run_button"] = time.monotonic() - t
         assert any(f < 0.999 for f in seen), (
             f"the progress bar never showed an unfinished state during Run (saw {seen})")
+        caption = page.locator(STATUS).first.inner_text() if page.locator(STATUS).count() else None
+        if caption is not None:  # the new figure is for the settings chosen in the browser
+            assert f"{other}, transition_epoch = {value_1}" in caption, caption
         _save(page)
         problems = _saved_notebook_problems(Path(lab_server.root) / ui_notebook)
         assert not problems, "errors after the widget interaction:\n" + "\n".join(problems)
@@ -321,6 +326,7 @@ def test_schedule_widget_in_jupyterlab(ui_notebook, lab_server, page, ui_report_
             "alpha_plot_sha": [_digest(s) for s in (alpha_0, alpha_1, alpha_2)],
             "results_plot_sha": [_digest(results_0), _digest(_plot_signature(results))],
             "progress_seen": seen,
+            "status_after_run": caption,
         }
         (ui_report_dir / "summary.json").write_text(json.dumps(summary, indent=1))
         print(json.dumps(summary))
