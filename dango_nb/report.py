@@ -173,9 +173,10 @@ def run_notebook(stem: str, params_file: Path, out_root: Path, kernel: str,
 
 def run_report(params_dir: str | os.PathLike, out: str | os.PathLike, only: Sequence[str] | None = None,
                kernel: str | None = None, timeout: int | None = None, nb_dir: Path | None = None,
-               log=print) -> tuple[list[RunResult], dict]:
+               log=None) -> tuple[list[RunResult], dict]:
     """Validate ``params_dir``, run the notebooks, write the index and summaries."""
     params_dir, out = Path(params_dir), Path(out)
+    log = log or (lambda *a: print(*a, flush=True))
     stems = list(NOTEBOOKS)
     if only:
         wanted = set(only)

@@ -15,8 +15,8 @@ What a history row holds (one per epoch, columns :data:`HISTORY_COLUMNS` plus ``
   gathered when ``w_rec == 0``; :func:`pretrain` has no triplets): its raw loss is NaN ("not
   computed") and its weighted loss 0.0 (exactly what it added to ``loss_total``). Skipping the
   reconstruction saves 20-60% of a step on the ``kuzmin`` preset. The interaction head is always
-  run when there are triplets (without a backward pass when ``w_int == 0``), because the train
-  metrics come from it and its forward pass costs 1-4% of a step;
+  run when there are triplets (without a backward pass when ``w_int == 0``), so ``loss_int`` and
+  the train metrics are logged in every epoch of :func:`fit`; its forward pass costs 1-4% of a step;
 - ``train_*`` metrics are computed from the predictions made during the epoch's steps, each
   taken before that step's parameter update (no extra pass over the training set); ``val_*`` from
   one evaluation pass after the epoch. Both are on the tau scale, NaN targets left out.
