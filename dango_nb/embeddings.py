@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-__all__ = ["EdgeHoldout", "holdout_edges", "heldout_auroc", "GeneEmbeddings", "gene_embeddings"]
+__all__ = ["EdgeHoldout", "holdout_edges", "heldout_auroc", "GeneEmbeddings", "gene_embeddings",
+           "module_knn_agreement"]
 
 
 @dataclass
@@ -173,3 +174,23 @@ def gene_embeddings(model, cell_graph) -> GeneEmbeddings:
         model.train(was_training)
     return GeneEmbeddings(integrated.cpu().numpy().astype(np.float64), weights.cpu().numpy().astype(np.float64),
                           [channel_of(et) for et in model.edge_types], list(cell_graph["gene"].node_ids))
+
+
+def module_knn_agreement(embeddings, labels, k: int = 10) -> tuple[float, float]:
+    """How well embeddings group genes by module: the mean fraction of each labelled gene's ``k``
+    nearest labelled neighbours (cosine) that share its module, and the same fraction expected by
+    chance (sum of squared module shares, leaving the gene out). Genes with no label are ignored."""
+    from sklearn.neighbors import NearestNeighbors  # noqa: PLC0415
+
+    lab = pd.Series(np.asarray(labels, dtype=object))
+    ok = ~(lab.isna() | lab.astype(str).isin(["", "-1", "none", "None"])).to_numpy()
+    x, y = np.asarray(embeddings, dtype=float)[ok], lab[ok].astype(str).to_numpy()
+    n = len(y)
+    if n <= k:
+        raise ValueError(f"need more than k={k} labelled genes, got {n}")
+    nn = NearestNeighbors(n_neighbors=k + 1, metric="cosine").fit(x)
+    _, idx = nn.kneighbors(x)
+    agree = float((y[idx[:, 1:]] == y[:, None]).mean())
+    counts = pd.Series(y).value_counts().to_numpy(dtype=float)
+    chance = float(np.sum(counts * (counts - 1)) / (n * (n - 1)))
+    return agree, chance

@@ -63,8 +63,34 @@ class EnsembleScorer:
         self.genes = list(genes if genes is not None else cell_graph["gene"].node_ids)
         self.batch_size = batch_size
 
+    def _embeddings(self) -> list:
+        """Integrated embeddings (N, H) of every member, computed once: scoring many chunks then
+        only runs the Hyper-SAGNN head (the GNN stage does not depend on the triplets)."""
+        if getattr(self, "_integrated", None) is None:
+            import torch
+
+            out = []
+            with torch.no_grad():
+                for m in self.members:
+                    m.model.eval()
+                    out.append(m.model.embed(self.cell_graph)[1])
+            self._integrated = out
+        return self._integrated
+
     def member_predictions(self, indices) -> np.ndarray:
-        return member_predictions(self.members, self.cell_graph, indices, self.batch_size)
+        """(K, M) tau-scale predictions; equal to :func:`member_predictions` (tested)."""
+        import torch
+
+        idx = indices if isinstance(indices, torch.Tensor) else torch.as_tensor(np.asarray(indices))
+        idx = idx.long()
+        rows = []
+        with torch.no_grad():
+            for m, emb in zip(self.members, self._embeddings()):
+                i = idx.to(emb.device)
+                z = torch.cat([m.model.hypersagnn(emb[i[s:s + self.batch_size]])
+                               for s in range(0, len(i), self.batch_size)]) if len(i) else emb.new_zeros(0)
+                rows.append(np.asarray(m.scaler.inverse_transform(z.double().cpu().numpy()), dtype=np.float64))
+        return np.stack(rows)
 
     def score(self, indices) -> tuple[np.ndarray, np.ndarray]:
         return combine(self.member_predictions(indices))

@@ -51,8 +51,8 @@ from dango_nb.splits import SPLITS, Fold, make_splits, split_table
 DEFAULT_MODELS = ("mean", "additive", "pairwise_additive", "mlp_embeddings", "dango", "dango_ensemble")
 BASELINE_MODELS = ("mean", "additive", "pairwise_additive")
 CI_METRICS = ("pearson", "spearman", "mse", "auroc")
-# Lighter than EmbeddingMLP's own defaults so that the MLP costs less than a DANGO fit per fold.
-MLP_DEFAULTS = {"hidden_layer_sizes": (64,), "max_epochs": 40, "patience": 5}
+# EmbeddingMLP settings used unless ``mlp_embeddings`` overrides them.
+MLP_DEFAULTS = {"hidden_layer_sizes": (128, 64), "max_epochs": 100, "patience": 10}
 
 
 @dataclass
@@ -329,7 +329,16 @@ def run_evaluation(study, splits: Sequence[str] = SPLITS, models: Sequence[str] 
         ensemble_seeds / ensemble_top_k: seeds averaged by ``dango_ensemble`` and checkpoints per
             seed (default: all the run kept, ``config.keep_top_k``).
         n_boot: bootstrap resamples for the ``<metric>_ci_low/_ci_high`` columns (0 = none).
+        n_balanced_repeats: class-balanced subsamples averaged for ``auroc_balanced`` /
+            ``auprc_balanced``.
         out_dir: where the tables go (None: nothing written).
+        keep_checkpoints: keep the checkpoints of the runs the ensemble uses under
+            ``out_dir/checkpoints`` (default: a temporary folder, removed at the end). Training
+            resumes from kept checkpoints, so a rerun with identical settings reuses them.
+
+    Returns an :class:`EvaluationResult`; ``metrics`` has one row per model x split x fold with
+    the columns of :func:`dango_nb.metrics.evaluate` plus ``ceiling`` (NaN without ground truth),
+    ``n_train``, ``n_val``, ``fit_s`` and ``<metric>_ci_low/_ci_high``.
     """
     t_start = time.perf_counter()
     model_fns = dict(models) if isinstance(models, Mapping) else {m: None for m in models}

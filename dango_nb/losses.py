@@ -180,6 +180,25 @@ def _sampled_dot(z: Tensor, weight: Tensor, target: SparseRows) -> Tensor:
         return (z[target.row] * weight[target.col]).sum(-1)
 
 
+class _GramQuadratic(torch.autograd.Function):
+    """``sum((z @ w.T) ** 2) = <z^T z, w^T w>`` with its analytic gradient ``2 w (z^T z)``, ``2 z (w^T w)``:
+    two ``N x H x H`` products per call where autograd through ``w.T @ w`` needs three."""
+
+    @staticmethod
+    def forward(ctx, z: Tensor, w: Tensor) -> Tensor:
+        zz, ww = z.t() @ z, w.t() @ w  # (H, H) each
+        ctx.save_for_backward(z, w, zz, ww)
+        return (zz * ww).sum()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor):
+        z, w, zz, ww = ctx.saved_tensors
+        gz = (z @ ww).mul_(2 * grad) if ctx.needs_input_grad[0] else None
+        gw = (w @ zz).mul_(2 * grad) if ctx.needs_input_grad[1] else None
+        return gz, gw
+
+
 def weighted_mse_linear(z: Tensor, weight: Tensor, bias: Tensor | None, target: SparseRows,
                         lam: float) -> Tensor:
     """Exactly :func:`weighted_mse` of ``pred = z @ weight.T + bias`` against ``target.to_dense()``,
@@ -200,8 +219,7 @@ def weighted_mse_linear(z: Tensor, weight: Tensor, bias: Tensor | None, target: 
     R, N = z.size(0), weight.size(0)
     if target.num_rows != R or target.num_cols != N:
         raise ValueError(f"target is {target.num_rows}x{target.num_cols}, predictions are {R}x{N}")
-    gram = weight.t() @ weight  # (H, H)
-    sq_all = ((z @ gram) * z).sum()
+    sq_all = _GramQuadratic.apply(z, weight)
     if bias is not None:
         sq_all = sq_all + 2.0 * (z @ (weight.t() @ bias)).sum() + R * (bias * bias).sum()
     p = _sampled_dot(z, weight, target)  # (nnz,) pred - bias at the non-zero targets

@@ -185,8 +185,12 @@ def meta_weight_distribution(weights, channels: Sequence[str], synthetic: bool =
 
 
 def embedding_projection(embeddings, labels=None, synthetic: bool = False, seed: int = 0,
-                         title: str = "Integrated gene embeddings (PCA)") -> Figure:
-    """2-D PCA of (N, H) embeddings, coloured by ``labels`` (e.g. planted modules; NaN = none)."""
+                         title: str = "Integrated gene embeddings (PCA)", max_groups: int = 10) -> Figure:
+    """2-D PCA of (N, H) embeddings, coloured by ``labels`` (e.g. planted modules; NaN = none).
+
+    Only the ``max_groups`` largest groups get their own colour (more would repeat colours); the
+    other labelled genes are drawn in light grey as "other modules".
+    """
     from sklearn.decomposition import PCA  # noqa: PLC0415
 
     x = np.asarray(embeddings, dtype=float)
@@ -198,15 +202,20 @@ def embedding_projection(embeddings, labels=None, synthetic: bool = False, seed:
         ax.scatter(xy[:, 0], xy[:, 1], s=6, alpha=0.6, color="C0")
     else:
         lab = pd.Series(np.asarray(labels, dtype=object))
-        none = lab.isna() | lab.astype(str).isin(["", "-1", "none", "None"])
-        ax.scatter(xy[none, 0], xy[none, 1], s=5, alpha=0.3, color="0.7", label="no module")
-        mods = sorted(lab[~none].unique(), key=str)
-        for i, m in enumerate(mods):
+        none = (lab.isna() | lab.astype(str).isin(["", "-1", "none", "None"])).to_numpy()
+        sizes = lab[~none].value_counts(sort=False)
+        order = sorted(sizes.index, key=lambda m: (-sizes[m], str(m)))
+        shown, rest = order[:max_groups], order[max_groups:]
+        if none.any():
+            ax.scatter(xy[none, 0], xy[none, 1], s=5, alpha=0.3, color="0.8", label="no module")
+        if rest:
+            sel = lab.isin(rest).to_numpy()
+            ax.scatter(xy[sel, 0], xy[sel, 1], s=5, alpha=0.35, color="0.6",
+                       label=f"{len(rest)} other modules")
+        for i, m in enumerate(sorted(shown, key=str)):
             sel = (lab == m).to_numpy()
-            ax.scatter(xy[sel, 0], xy[sel, 1], s=9, alpha=0.8, color=f"C{i % 10}",
-                       marker="os^Dv<>ph*"[(i // 10) % 10], label=f"module {m}")
-        if len(mods) <= 20:
-            ax.legend(fontsize=7, ncols=2, markerscale=1.5, loc="best")
+            ax.scatter(xy[sel, 0], xy[sel, 1], s=11, alpha=0.85, color=f"C{i % 10}", label=f"module {m}")
+        ax.legend(fontsize=7, ncols=2, markerscale=1.5, loc="best")
     ev = pca.explained_variance_ratio_
     ax.set_xlabel(f"PC1 ({100 * ev[0]:.1f}% var)")
     ax.set_ylabel(f"PC2 ({100 * ev[1]:.1f}% var)")

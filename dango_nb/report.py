@@ -20,12 +20,17 @@
    Any failed or skipped notebook makes the command exit with status 1 after printing the failing
    cell's error.
 
-The kernel is ``dango_nb`` when registered (``make install`` does it), else ``python3``.
+The kernel is ``dango_nb`` when registered (``make install`` does it), else ``python3``. Kernels
+run with ``OMP_NUM_THREADS=1`` / ``MKL_NUM_THREADS=1`` unless those are already set (``--threads N``
+sets them): on the 2-core reference machine, shared with other work, PyTorch's intra-op threads made
+the sparse training steps far slower, not faster (10 pre-training epochs of the ``small`` preset:
+1.3 s with one thread, 61 s with two).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import html
 import json
@@ -54,6 +59,7 @@ DEPENDS_ON: dict[str, tuple[str, ...]] = {
 }
 SUMMARY_NAME = "summary.json"
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def notebook_dir() -> Path:
@@ -87,13 +93,14 @@ def read_summary(run_dir: str | os.PathLike) -> dict | None:
         return None
 
 
-def table(df, float_format: int = 4) -> dict:
-    """A DataFrame as the ``{"columns", "rows"}`` form :func:`write_summary` renders as a table."""
-    rows = []
-    for rec in df.itertuples(index=False):
-        rows.append([round(v, float_format) if isinstance(v, float) else
-                     (v.item() if hasattr(v, "item") else v) for v in rec])
-    return {"columns": [str(c) for c in df.columns], "rows": rows}
+def table(df, digits: int = 4) -> dict:
+    """A DataFrame as the ``{"columns", "rows"}`` form :func:`write_summary` renders as a table
+    (floats kept to ``digits`` significant digits)."""
+    def cell(v):
+        v = v.item() if hasattr(v, "item") else v
+        return float(f"{v:.{digits}g}") if isinstance(v, float) else v
+
+    return {"columns": [str(c) for c in df.columns], "rows": [[cell(v) for v in rec] for rec in df.itertuples(index=False)]}
 
 
 # ------------------------------------------------------------------------------------- running
@@ -173,7 +180,7 @@ def run_notebook(stem: str, params_file: Path, out_root: Path, kernel: str,
 
 def run_report(params_dir: str | os.PathLike, out: str | os.PathLike, only: Sequence[str] | None = None,
                kernel: str | None = None, timeout: int | None = None, nb_dir: Path | None = None,
-               log=None) -> tuple[list[RunResult], dict]:
+               log=None, threads: int | None = None) -> tuple[list[RunResult], dict]:
     """Validate ``params_dir``, run the notebooks, write the index and summaries."""
     params_dir, out = Path(params_dir), Path(out)
     log = log or (lambda *a: print(*a, flush=True))
@@ -188,8 +195,33 @@ def run_report(params_dir: str | os.PathLike, out: str | os.PathLike, only: Sequ
     load_param_dir(params_dir, tuple(stems))  # everything validated before any work
     kernel = kernel or pick_kernel()
     out.mkdir(parents=True, exist_ok=True)
+    with _thread_env(threads):
+        return _run_all(stems, params_dir, out, kernel, timeout, nb_dir, log)
+
+
+@contextlib.contextmanager
+def _thread_env(threads: int | None):
+    """Thread variables the kernels inherit: ``threads`` when given, else 1 where not set."""
+    saved = {k: os.environ.get(k) for k in _THREAD_VARS}
+    try:
+        for k in _THREAD_VARS:
+            if threads is not None:
+                os.environ[k] = str(int(threads))
+            else:
+                os.environ.setdefault(k, "1")
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _run_all(stems, params_dir: Path, out: Path, kernel: str, timeout, nb_dir, log):
     started = _dt.datetime.now()
     t0 = time.perf_counter()
+    params_dir = Path(params_dir)
     results: list[RunResult] = []
     status: dict[str, str] = {}
     for stem in stems:
@@ -213,6 +245,7 @@ def run_report(params_dir: str | os.PathLike, out: str | os.PathLike, only: Sequ
         "wall_s": round(time.perf_counter() - t0, 1),
         "params_dir": str(params_dir.resolve()),
         "kernel": kernel,
+        "threads": os.environ.get("OMP_NUM_THREADS"),
         "ok": all(r.status == "ok" for r in results),
         "runs": [r.to_dict() for r in results],
     }
@@ -264,6 +297,9 @@ def summary_markdown(summary: Mapping) -> str:
            f"Parameters: `{summary['params_dir']}`; kernel `{summary['kernel']}`; "
            f"total {summary['wall_s']:.1f} s; {'all notebooks succeeded' if summary['ok'] else 'SOME NOTEBOOKS FAILED'}.",
            ""]
+    if any((r.get("summary") or {}).get("synthetic") for r in summary["runs"]):
+        out += ["**Results marked synthetic come from the embedded SYNTHETIC benchmark, not from real "
+                "STRING / Kuzmin data.**", ""]
     for r in summary["runs"]:
         out += [f"## {r['name']}: {r['status']} ({r['seconds']:.1f} s)", ""]
         if r.get("html"):
@@ -271,12 +307,11 @@ def summary_markdown(summary: Mapping) -> str:
         if r.get("error"):
             out += ["```", r["error"][-3000:], "```", ""]
         s = r.get("summary") or {}
-        for k, v in s.items():
-            if k != "numbers":
-                out.append(_md_value(k, v))
+        meta = [_md_value(k, v) for k, v in s.items() if k != "numbers"]
+        if meta:
+            out += meta + [""]
         for k, v in (s.get("numbers") or {}).items():
-            out.append(_md_value(k, v))
-        out.append("")
+            out += [_md_value(k, v), ""]
     return "\n".join(out) + "\n"
 
 
@@ -296,6 +331,9 @@ def write_index(summary: Mapping, path: Path) -> Path:
              f"</code>; kernel <code>{html.escape(summary['kernel'])}</code>; total {summary['wall_s']:.1f} s. "
              f"<a href='summary.md'>summary.md</a> · <a href='summary.json'>summary.json</a></p>",
              "<table><tr><th>run</th><th>status</th><th>time (s)</th><th>report</th><th>notebook</th></tr>"]
+    if any((r.get("summary") or {}).get("synthetic") for r in summary["runs"]):
+        parts.insert(2, "<p class='failed'><b>Results marked synthetic come from the embedded SYNTHETIC "
+                        "benchmark, not from real STRING / Kuzmin data.</b></p>")
     for r in summary["runs"]:
         link = f"<a href='{html.escape(r['html'])}'>HTML</a>" if r.get("html") else ""
         nb = f"<a href='{html.escape(r['ipynb'])}'>.ipynb</a>" if r.get("ipynb") else ""
@@ -332,9 +370,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "(lambda_determination pretraining loss_schedules evaluation)")
     ap.add_argument("--kernel", default=None, help="Jupyter kernel (default: dango_nb if registered, else python3)")
     ap.add_argument("--timeout", type=int, default=None, help="per-cell timeout in seconds")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="OMP/MKL threads of the kernels (default: as set in the environment, else 1)")
     args = ap.parse_args(argv)
     try:
-        results, summary = run_report(args.params, args.out, args.only, args.kernel, args.timeout)
+        results, summary = run_report(args.params, args.out, args.only, args.kernel, args.timeout,
+                                      threads=args.threads)
     except ParamsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -1,8 +1,9 @@
 """Training engine: :func:`fit`, :func:`pretrain`, :func:`overfit_batch` and :func:`predict`.
 
 One loop serves all three entry points. Per step the model runs exactly once (one
-``Dango.forward``: the GNN stage over all genes, the meta embedding, the Hyper-SAGNN head for the
-batch and the reconstruction rows of the batch's genes); the sparse graph inputs are built once
+``Dango.forward(..., local=True)``: the GNN stage, the meta embedding and the reconstruction for the
+step's genes only, with the same losses and gradients as over all genes, then the Hyper-SAGNN head
+for the batch); the sparse graph inputs are built once
 before the first step (``Dango.prepare``), and the reconstruction loss uses the sparse/Gram form of
 :mod:`dango_nb.losses`, so no ``N x N`` tensor exists at any point. Evaluation runs under
 ``torch.no_grad`` and computes the embedding stage once per pass, then scores triplets in chunks.
@@ -638,7 +639,7 @@ class _Engine:
         for step, (idx, z, y, rows) in enumerate(self._batches(epoch)):
             if idx is not None and w_rec == 0:
                 rows = idx.new_empty(0)  # reconstruction not needed: gather no target rows
-            out = model(self.graph, idx, recon_rows=rows)
+            out = model(self.graph, idx, recon_rows=rows, local=True)  # cost scales with the batch
             lo: LossOutput = self.loss_fn(out, z, epoch)
             loss_value = float(lo.total.detach())
             if not math.isfinite(loss_value):

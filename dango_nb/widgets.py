@@ -356,10 +356,13 @@ class ScheduleWidget:
             self.run_button.disabled = False
         self.draw_results()
 
-    def _ipython_display_(self):
-        from IPython.display import display  # noqa: PLC0415
-
-        display(self.box)
+    def _repr_mimebundle_(self, **kwargs):
+        """The box's widget view; the plain-text fallback (static HTML, papermill) says what it is."""
+        data = self.box._repr_mimebundle_(**kwargs)
+        c = self.controller
+        data["text/plain"] = (f"transition_epoch widget (interactive in JupyterLab): schedule {c.schedule}, "
+                              f"transition_epoch {c.transition_epoch}, {c.epochs} epochs per Run. {c.caption()}")
+        return data
 
 
 def _escape(text: str) -> str:

@@ -11,10 +11,13 @@ def test_bench_tiny_writes_report(tmp_path, capsys):
                          "--threads", "1", "--batch-size", "512", "--hidden-channels", "16", "--device", "cpu"])
     saved = json.loads(out.read_text())
     for key in ("device", "pretrain_epoch_s", "train_epoch_s", "triplets_per_s", "peak_rss_gb", "n_genes",
-                "n_triplets", "torch_threads", "batch_size", "hidden_channels", "timestamp", "data_load_s"):
+                "n_triplets", "torch_threads", "batch_size", "hidden_channels", "timestamp", "data_load_s",
+                "omp_wait_policy", "omp_num_threads", "train_cpu_s_per_epoch", "pretrain_cpu_s_per_epoch",
+                "load_avg_1min"):
         assert key in saved, key
     assert saved == json.loads(json.dumps(report, default=str))
     assert saved["synthetic"] is True and saved["preset"] == "tiny" and saved["torch_threads"] == 1
     assert saved["n_train"] == int(0.8 * saved["n_triplets"]) and saved["batch_size"] == 512
     assert saved["train_epoch_s"] > 0 and saved["triplets_per_s"] == saved["n_train"] / saved["train_epoch_s"]
+    assert saved["train_cpu_s_per_epoch"] > 0 and saved["pretrain_cpu_s_per_epoch"] > 0
     assert "SYNTHETIC" in capsys.readouterr().out

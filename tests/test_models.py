@@ -314,3 +314,91 @@ def test_same_seed_same_model():
         m = Dango(40, edge_types(g), hidden_channels=16)
         outs.append(m(g, torch.tensor([[0, 1, 2]])).scores)
     assert torch.equal(outs[0], outs[1])
+
+
+# a sparse graph (many genes outside the 1-hop neighbourhood of a batch) with isolated genes, so the
+# batch-local path really drops layer-1 rows and must still reproduce the full path
+LOCAL_CHANNELS = [("coexpression", 90), ("experimental", 40), ("fusion", 6)]
+
+
+@pytest.mark.parametrize("case", ["triplets", "recon_rows", "no_reconstruction", "pretrain", "empty_rows",
+                                  "loop", "mean_meta"])
+def test_local_forward_equals_full_forward(case):
+    n = 150
+    g = make_graph(n=n, seed=11, channels=LOCAL_CHANNELS)
+    kwargs = {"batched": case != "loop", "meta_embedding": "mean" if case == "mean_meta" else "attention"}
+    torch.manual_seed(0)
+    m = Dango(n, edge_types(g), hidden_channels=8, num_heads=2, **kwargs).double()
+    inputs = m.prepare(g)
+    gen = torch.Generator().manual_seed(1)
+    trip = torch.randint(0, n, (12, 3), generator=gen)
+    trip[0] = torch.tensor([149, 3, 149 - 1])
+    call = {"triplets": dict(triplet_indices=trip),
+            "recon_rows": dict(triplet_indices=trip, recon_rows=torch.tensor([148, 0, 77, 3])),
+            "no_reconstruction": dict(triplet_indices=trip, reconstruction=False),
+            "pretrain": dict(triplet_indices=None, recon_rows=torch.tensor([5, 140, 9, 60, 61])),
+            "empty_rows": dict(triplet_indices=trip, recon_rows=torch.zeros(0, dtype=torch.long)),
+            "loop": dict(triplet_indices=trip), "mean_meta": dict(triplet_indices=trip)}[case]
+    lambdas = {"coexpression": 0.1, "experimental": 1.0, "fusion": 0.5}
+    loss_fn = DangoLoss(lambdas, "LinearUntilFlipped", transition_epoch=4)
+    epoch = 0 if case == "pretrain" else (5 if case in ("no_reconstruction", "empty_rows") else 2)
+    target = None if call["triplet_indices"] is None else torch.randn(12, generator=gen, dtype=torch.float64)
+
+    results = []
+    for local in (False, True):
+        m.zero_grad(set_to_none=True)
+        out = m(inputs, **call, local=local)
+        lo = loss_fn(out, target, epoch)
+        lo.total.backward()
+        grads = {k: p.grad.clone() for k, p in m.named_parameters() if p.grad is not None}
+        results.append((out, lo, grads))
+    (full, lo_f, g_f), (loc, lo_l, g_l) = results
+    tight = dict(rtol=1e-12, atol=1e-14)
+    assert full.embedding_rows is None
+    used = [call["triplet_indices"], call.get("recon_rows")]
+    if call.get("reconstruction", True) and call.get("recon_rows") is None:
+        used.append(torch.unique(trip))
+    expected_rows = torch.unique(torch.cat([u.reshape(-1) for u in used if u is not None]))
+    assert torch.equal(loc.embedding_rows, expected_rows)
+    g_rows = loc.embedding_rows
+    torch.testing.assert_close(loc.integrated, full.integrated[g_rows], **tight)
+    torch.testing.assert_close(loc.meta_weights, full.meta_weights[g_rows], **tight)
+    for et in edge_types(g):
+        torch.testing.assert_close(loc.channel_embeddings[et], full.channel_embeddings[et][g_rows], **tight)
+    if full.scores is None:
+        assert loc.scores is None
+    else:
+        torch.testing.assert_close(loc.scores, full.scores, **tight)
+    assert torch.equal(loc.recon_rows, full.recon_rows) and set(loc.recon_embeddings) == set(full.recon_embeddings)
+    for et in full.recon_embeddings:
+        torch.testing.assert_close(loc.recon_embeddings[et], full.recon_embeddings[et], **tight)
+        assert torch.equal(loc.recon_targets[et].to_dense(), full.recon_targets[et].to_dense())
+    for name in ("total", "rec", "int"):
+        a, b = getattr(lo_l, name), getattr(lo_f, name)
+        assert torch.isnan(a) == torch.isnan(b)
+        if not torch.isnan(a):
+            torch.testing.assert_close(a, b, **tight)
+    assert set(g_l) == set(g_f) and g_f
+    for k in g_f:
+        torch.testing.assert_close(g_l[k], g_f[k], rtol=1e-10, atol=1e-13, msg=f"gradient of {k}")
+
+
+def test_local_forward_skips_genes_outside_the_neighbourhood():
+    """Layer 1's dense work covers only the 1-hop neighbourhood of the batch (the point of the
+    local path), and an isolated gene's embedding depends on nothing else."""
+    n = 150
+    g = make_graph(n=n, seed=11, channels=LOCAL_CHANNELS)
+    torch.manual_seed(0)
+    m = Dango(n, edge_types(g), hidden_channels=8, num_heads=2)
+    inputs = m.prepare(g)
+    seen = []
+    orig = torch.addmm
+    try:
+        torch.addmm = lambda *a, **k: seen.append(a[1].size(0)) or orig(*a, **k)
+        stacked = m.pretrain(inputs, torch.tensor([0, 1]))
+    finally:
+        torch.addmm = orig
+    assert stacked.shape == (len(LOCAL_CHANNELS), 2, 8)
+    assert 0 < sum(seen) < len(LOCAL_CHANNELS) * n  # fewer (channel, gene) pairs than the full layer 1
+    full = m.pretrain(inputs)
+    torch.testing.assert_close(stacked, torch.stack([full[et][[0, 1]] for et in m.edge_types]))

@@ -113,6 +113,10 @@ def test_embedding_projection_colours_modules():
     ax = fig.axes[0]
     assert [c.get_label() for c in ax.collections] == ["no module", "module 0", "module 1"]
     assert [len(c.get_offsets()) for c in ax.collections] == [20, 10, 10]
+    labels = np.array([0] * 12 + [1] * 10 + [2] * 8 + [3] * 10, dtype=object)
+    fig = plots.embedding_projection(emb, labels, max_groups=2)
+    got = {c.get_label(): len(c.get_offsets()) for c in fig.axes[0].collections}
+    assert got == {"2 other modules": 18, "module 0": 12, "module 1": 10}
     assert "PC1" in ax.get_xlabel()
     fig = plots.embedding_projection(emb, None)
     assert len(fig.axes[0].collections[0].get_offsets()) == 40

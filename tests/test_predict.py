@@ -160,6 +160,13 @@ def test_ensemble_scorer_from_run_directory(trained_run):
     out = score_all_triplets(scorer, genes, threshold=None, chunk_size=25, progress=False)
     assert len(out) == math.comb(9, 3)
     assert (out["spread"] > 0).all()
+    # the cached-embedding path equals training.predict member by member
+    from dango_nb.ensemble import member_predictions
+    from dango_nb.predict import unrank_triplets
+
+    idx = unrank_triplets(len(study.genes), np.arange(0, 50_000, 97))
+    assert np.allclose(scorer.member_predictions(idx),
+                       member_predictions(scorer.members, study.cell_graph, idx), atol=1e-6)
     one = score_triplets(scorer, out[["gene3", "gene1", "gene2"]].rename(
         columns={"gene3": "gene1", "gene1": "gene2", "gene2": "gene3"}))
     assert np.allclose(one["prediction"], out["prediction"], atol=1e-6)  # gene order does not matter

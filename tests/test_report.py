@@ -71,7 +71,7 @@ def test_failures_are_reported_and_independent_runs_continue(tmp_path, monkeypat
     for r in results:
         assert f"href='{r.html}'" in index
     assert "<h3>answer</h3>3" in index and "<td>a</td>" not in index and "<th>a</th><td>0.5</td>" in index
-    assert "planted failure" in index
+    assert "planted failure" in index and "SYNTHETIC benchmark" in index
     md = (out / "summary.md").read_text()
     assert "## loss_schedules: failed" in md and "| x | y |" in md and "SOME NOTEBOOKS FAILED" in md
 
@@ -125,4 +125,5 @@ def test_table_helper():
 
     t = report.table(pd.DataFrame({"a": ["x"], "b": [0.123456789], "c": [3]}))
     assert t == {"columns": ["a", "b", "c"], "rows": [["x", 0.1235, 3]]}
+    assert report.table(pd.DataFrame({"v": [7.3e-06]}))["rows"] == [[7.3e-06]]
     json.dumps(t)

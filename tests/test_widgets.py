@@ -110,3 +110,38 @@ def test_save_schedule_run_folder(tmp_path):
     pred = pd.read_csv(f1 / "predictions.tsv", sep="\t")
     assert list(pred.columns) == ["gene1", "gene2", "gene3", "measured_tau", "predicted_tau"]
     assert pred["gene3"].iloc[0] == "c"
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory):
+    from dango_nb.data.study import load_study
+
+    return load_study("tiny", 0, data_dir=tmp_path_factory.mktemp("data"))
+
+
+def test_overfit_runner_trains_with_progress_and_fits_the_batch(tiny_study):
+    from dango_nb.training import TrainConfig
+
+    batch = Wd.fixed_batch(tiny_study.triplets, 24, seed=0)
+    assert len(batch) == 24 and np.isfinite(batch.targets.numpy()).all()
+    assert torch_equal(Wd.fixed_batch(tiny_study.triplets, 24, seed=0).indices, batch.indices)
+    with pytest.raises(ValueError, match="exceeds"):
+        Wd.fixed_batch(tiny_study.triplets, 10 ** 6)
+    lambdas = {c: 1.0 for c in ("neighborhood", "fusion", "cooccurence", "coexpression", "experimental", "database")}
+    cfg = TrainConfig(epochs=3, lr=0.02, progress=False, model={"hidden_channels": 16})
+    runner = Wd.OverfitRunner(tiny_study.cell_graph, batch, cfg, lambdas)
+    seen = []
+    run = runner("LinearUntilFlipped", 10, epochs=40, progress=lambda d, t: seen.append((d, t)))
+    assert seen[0] == (1, 40) and seen[-1] == (40, 40)
+    assert len(run.history) == 40 and run.history["alpha"].iloc[5] == pytest.approx(0.5)
+    np.testing.assert_allclose(run.y_true, batch.targets.numpy(), rtol=1e-6)
+    assert run.pearson > 0.9, run.pearson  # one batch, 40 epochs: it must overfit
+    c = Wd.ScheduleController(runner, schedule="PreThenPost", transition_epoch=2, epochs=4)
+    r2 = c.run()
+    assert len(r2.history) == 4 and list(r2.history["alpha"]) == [1, 1, 0, 0]
+
+
+def torch_equal(a, b):
+    import torch
+
+    return torch.equal(a, b)

@@ -21,9 +21,10 @@ class DangoOutput:
 
     Attributes:
         scores: ``(B,)`` triplet scores, or ``None`` when no triplets were given.
-        channel_embeddings: edge type -> ``(N, H)`` layer-2 embeddings of all genes.
+        channel_embeddings: edge type -> ``(N, H)`` layer-2 embeddings of all genes; with
+            ``forward(..., local=True)`` ``(G, H)``, the genes ``embedding_rows`` only.
         integrated: ``(N, H)`` meta embeddings; meta_weights: ``(N, C)`` channel weights
-            (columns in ``Dango.edge_types`` order).
+            (columns in ``Dango.edge_types`` order); both ``(G, H)`` / ``(G, C)`` when local.
         recon_rows: ``(R,)`` genes whose adjacency rows the reconstruction loss uses (default: the
             unique genes of the batch); empty, with the three dicts below, when the forward was
             called with ``reconstruction=False``.
@@ -31,6 +32,10 @@ class DangoOutput:
         recon_heads: edge type -> the ``nn.Linear`` head (weight ``(N, H)``, bias ``(N,)``).
         recon_targets: edge type -> :class:`~dango_nb.losses.SparseRows` (row ``k`` = gene
             ``recon_rows[k]``'s weighted adjacency row).
+        embedding_rows: ``None`` when the embeddings above cover all ``N`` genes (row = gene id);
+            with ``local=True`` (training steps) the ``(G,)`` sorted gene ids that row ``k`` of
+            ``channel_embeddings``/``integrated``/``meta_weights`` belongs to: the unique genes of
+            the triplets and ``recon_rows``. Use :meth:`Dango.embed` for all genes.
     """
 
     scores: Tensor | None
@@ -41,6 +46,7 @@ class DangoOutput:
     recon_embeddings: dict[EdgeType, Tensor]
     recon_heads: dict[EdgeType, nn.Linear]
     recon_targets: dict[EdgeType, SparseRows]
+    embedding_rows: Tensor | None = None
 
     def reconstructions(self) -> dict[EdgeType, Tensor]:
         """Dense ``(R, N)`` reconstructions of the rows (plots/AUROC; not used by the loss)."""
@@ -61,10 +67,13 @@ class Dango(nn.Module):
         meta_embedding (str): ``"attention"`` or ``"mean"`` (ablation).
         batched (bool): run the channel GNNs as one batched graph.
 
-    ``forward(graph, triplet_indices (B, 3), recon_rows=None, reconstruction=True) -> DangoOutput``;
-    ``graph`` is a ``HeteroData`` (its sparse inputs are built once and cached on the model for that
-    graph object: call :meth:`clear_cache` after editing a graph in place) or :class:`GraphInputs`
-    from :meth:`prepare`. The GNN stage runs once per call, over all genes.
+    ``forward(graph, triplet_indices (B, 3), recon_rows=None, reconstruction=True, local=False) ->
+    DangoOutput``; ``graph`` is a ``HeteroData`` (its sparse inputs are built once and cached on the
+    model for that graph object: call :meth:`clear_cache` after editing a graph in place) or
+    :class:`GraphInputs` from :meth:`prepare`. The GNN stage runs once per call, over all genes, or
+    with ``local=True`` (what training steps use) only for the genes the call needs
+    (:meth:`DangoPreTrain.forward_rows`): same scores, losses and gradients, cost scaling with the
+    batch.
     """
 
     def __init__(self, gene_num: int, edge_types, hidden_channels: int = 64, num_heads: int = 4,
@@ -125,7 +134,7 @@ class Dango(nn.Module):
         return self.hypersagnn(integrated[idx])
 
     def forward(self, graph, triplet_indices: Tensor | None = None, recon_rows: Tensor | None = None,
-                reconstruction: bool = True) -> DangoOutput:
+                reconstruction: bool = True, local: bool = False) -> DangoOutput:
         """Args:
             graph: ``HeteroData`` cell graph or :class:`GraphInputs`.
             triplet_indices: ``(B, 3)`` long gene indices, or ``None`` (reconstruction only).
@@ -133,25 +142,46 @@ class Dango(nn.Module):
                 ``triplet_indices``, or all genes when there are no triplets.
             reconstruction: ``False`` leaves the reconstruction fields empty (prediction, or epochs
                 whose reconstruction weight is 0).
+            local: embed only the genes this call uses (``DangoOutput.embedding_rows``); the
+                scores and reconstruction fields are the same as without it.
         """
         inputs = self.prepare(graph)
-        emb, integrated, weights = self.embed(inputs)
-        device = integrated.device
-        scores = None if triplet_indices is None else self.score(integrated, triplet_indices)
+        device = self.pretrain.embedding.weight.device
+        idx = None
+        if triplet_indices is not None:
+            idx = triplet_indices.to(device=device, dtype=torch.long)
+            if idx.dim() != 2 or idx.size(1) != 3:
+                raise ValueError(f"triplet_indices must be (B, 3), got {tuple(idx.shape)}")
         if not reconstruction:
-            rows = torch.zeros(0, dtype=torch.long, device=device)
-            return DangoOutput(scores, emb, integrated, weights, rows, {}, {}, {})
-        if recon_rows is None:
-            recon_rows = (torch.unique(triplet_indices.to(device=device, dtype=torch.long))
-                          if triplet_indices is not None else torch.arange(self.gene_num, device=device))
+            recon_rows = torch.zeros(0, dtype=torch.long, device=device)
+        elif recon_rows is None:
+            recon_rows = torch.unique(idx) if idx is not None else torch.arange(self.gene_num, device=device)
         recon_rows = recon_rows.to(device=device, dtype=torch.long).reshape(-1)
+
+        if local:
+            used = recon_rows if idx is None else torch.cat([idx.reshape(-1), recon_rows])
+            genes, inverse = torch.unique(used, return_inverse=True)
+            stacked = self.pretrain(inputs, genes)  # (C, G, H), forward_rows
+            integrated, weights = self.meta(stacked)
+            emb = dict(zip(self.edge_types, stacked.unbind(0)))
+            n_idx = 0 if idx is None else idx.numel()
+            scores = None if idx is None else self.hypersagnn(integrated[inverse[:n_idx].view(-1, 3)])
+            recon_pos = inverse[n_idx:]
+        else:
+            genes = None
+            emb, integrated, weights = self.embed(inputs)
+            scores = None if idx is None else self.hypersagnn(integrated[idx])
+            recon_pos = recon_rows
+        if not reconstruction:
+            return DangoOutput(scores, emb, integrated, weights, recon_rows, {}, {}, {}, genes)
         return DangoOutput(
             scores=scores,
             channel_embeddings=emb,
             integrated=integrated,
             meta_weights=weights,
             recon_rows=recon_rows,
-            recon_embeddings={et: emb[et][recon_rows] for et in self.edge_types},
+            recon_embeddings={et: emb[et][recon_pos] for et in self.edge_types},
             recon_heads={et: self.pretrain.head(et) for et in self.edge_types},
             recon_targets={et: inputs.target_rows(et, recon_rows) for et in self.edge_types},
+            embedding_rows=genes,
         )

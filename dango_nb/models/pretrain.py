@@ -70,6 +70,52 @@ class _SpMM(torch.autograd.Function):
         return None, None, gx
 
 
+class _SpMMRows(torch.autograd.Function):
+    """``(A @ X)[rows]`` for the CSR ``A`` with precomputed ``At`` and distinct ``rows``: the backward
+    copies the gradient into its rows (no accumulating scatter, which is slow on CPU) then ``At @ G``."""
+
+    @staticmethod
+    def forward(ctx, a: Tensor, at: Tensor, x: Tensor, rows: Tensor) -> Tensor:
+        ctx.at, ctx.num_rows = at, a.size(0)
+        ctx.save_for_backward(rows)
+        return torch.sparse.mm(a, x)[rows]
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        if not ctx.needs_input_grad[2]:
+            return None, None, None, None
+        (rows,) = ctx.saved_tensors
+        full = grad.new_zeros(ctx.num_rows, grad.size(1)).index_copy_(0, rows, grad)
+        return None, None, torch.sparse.mm(ctx.at, full), None
+
+
+class _RowSpMM(torch.autograd.Function):
+    """``A @ X`` for a small CSR ``A`` built per step (a row slice); the backward builds ``A^T`` by one
+    stable sort of its ``nnz`` column indices (cheaper than torch's generic CSR transpose here)."""
+
+    @staticmethod
+    def forward(ctx, crow: Tensor, col: Tensor, val: Tensor, x: Tensor) -> Tensor:
+        with _quiet_sparse():
+            a = torch.sparse_csr_tensor(crow, col, val, (crow.numel() - 1, x.size(0)))
+        ctx.save_for_backward(crow, col, val)
+        ctx.num_cols = x.size(0)
+        return torch.sparse.mm(a, x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        if not ctx.needs_input_grad[3]:
+            return None, None, None, None
+        crow, col, val = ctx.saved_tensors
+        n_rows, n_cols = crow.numel() - 1, ctx.num_cols
+        row = torch.repeat_interleave(torch.arange(n_rows, device=crow.device), crow.diff(), output_size=col.numel())
+        order = torch.argsort(col, stable=True)
+        counts = torch.bincount(col, minlength=n_cols)
+        crow_t = torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])
+        with _quiet_sparse():
+            at = torch.sparse_csr_tensor(crow_t, row[order], val[order], (n_cols, n_rows))
+        return None, None, None, torch.sparse.mm(at, grad.contiguous())
+
+
 def _csr(row: Tensor, col: Tensor, val: Tensor, size: tuple[int, int]) -> Tensor:
     with _quiet_sparse():
         return torch.sparse_coo_tensor(torch.stack([row, col]), val, size).coalesce().to_sparse_csr()
@@ -177,7 +223,8 @@ class DangoPreTrain(nn.Module):
 
     Shapes:
         forward: ``GraphInputs`` or ``HeteroData`` -> dict edge type -> ``(N, H)`` (the layer-2
-        embeddings, after the activation).
+        embeddings, after the activation); ``forward(inputs, rows)`` -> ``(C, G, H)`` for the genes
+        ``rows`` (G,) only (:meth:`forward_rows`).
     """
 
     def __init__(self, gene_num: int, edge_types, hidden_channels: int = 64,
@@ -213,9 +260,13 @@ class DangoPreTrain(nn.Module):
         """The reconstruction head of ``edge_type``: weight ``(N, H)``, bias ``(N,)``."""
         return self.recon[normalize_edge_types([edge_type])[0][1]]
 
-    def forward(self, inputs) -> dict[EdgeType, Tensor]:
+    def forward(self, inputs, rows: Tensor | None = None):
+        """All genes' embeddings (dict edge type -> ``(N, H)``), or with ``rows`` (G,) the
+        ``(C, G, H)`` tensor of :meth:`forward_rows`."""
         if not isinstance(inputs, GraphInputs):
             inputs = self.prepare(inputs)
+        if rows is not None:
+            return self.forward_rows(inputs, rows)
         if list(inputs.edge_types) != self.edge_types:
             raise ValueError(f"graph inputs were prepared for {inputs.edge_types}, model has {self.edge_types}")
         x = self.embedding.weight
@@ -252,6 +303,52 @@ class DangoPreTrain(nn.Module):
         agg = _SpMM.apply(inputs.block, inputs.block_t, h1.reshape(c * n, h)).view(c, n, h)
         h2 = self.act(torch.baddbmm(bl, agg, wl) + torch.bmm(h1, wr))
         return dict(zip(self.edge_types, h2.unbind(0)))  # one backward node, not C selects
+
+    def forward_rows(self, inputs: GraphInputs, rows: Tensor) -> Tensor:
+        """Layer-2 embeddings ``(C, G, H)`` of the genes ``rows`` (G,) only (channel order
+        ``edge_types``): the same numbers as ``stack(forward(inputs).values())[:, rows]``, at a cost
+        that scales with the step instead of with ``C * N``.
+
+        Layer 2 runs on the row slice ``block[rows]`` of the adjacency; layer 1 (the sparse product
+        stays full: hub genes put nearly every edge into the 1-hop neighbourhood) applies its dense
+        part (weights, activation) only to each channel's 1-hop neighbourhood of ``rows``, which is
+        all that layer 2 reads. ``batched=False`` models run the full reference and index the rows.
+        """
+        if list(inputs.edge_types) != self.edge_types:
+            raise ValueError(f"graph inputs were prepared for {inputs.edge_types}, model has {self.edge_types}")
+        x = self.embedding.weight
+        if inputs.dtype != x.dtype or inputs.device != x.device:
+            raise ValueError(f"graph inputs are {inputs.dtype} on {inputs.device}, the model is {x.dtype} on "
+                             f"{x.device}: prepare them again after moving the model")
+        rows = rows.to(device=x.device, dtype=torch.long).reshape(-1)
+        if not self.batched:
+            emb = self._forward_loop(x, inputs)
+            return torch.stack([emb[et][rows] for et in self.edge_types])
+        c, n, h = len(self.edge_types), self.gene_num, self.hidden_channels
+        g = rows.numel()
+        out_rows = (torch.arange(c, device=x.device).unsqueeze(1) * n + rows).reshape(-1)  # (C*G,)
+        sl = gather_rows(inputs.block, out_rows)  # layer-2 rows, columns in (C*N) node space
+        need = torch.zeros(c * n, dtype=torch.bool, device=x.device)
+        need[sl.col] = True
+        need[out_rows] = True
+        k_idx = need.nonzero().squeeze(1)  # sorted: channel-major, genes ascending
+        lut = torch.full((c * n,), -1, dtype=torch.long, device=x.device)
+        lut[k_idx] = torch.arange(k_idx.numel(), device=x.device)
+        sizes = torch.bincount(torch.div(k_idx, n, rounding_mode="floor"), minlength=c).tolist()
+
+        # layer 1 on the K (channel, gene) pairs layer 2 reads
+        wl, bl, wr = self._stack(self.conv1)
+        agg = _SpMMRows.apply(inputs.stacked, inputs.stacked_t, x, k_idx)  # (K, H)
+        xk = x.index_select(0, k_idx.remainder(n))  # backward: index_add_, cheaper than index_put_
+        h1 = torch.cat([torch.addmm(bl[i], a, wl[i]) + xs @ wr[i]
+                        for i, (a, xs) in enumerate(zip(agg.split(sizes), xk.split(sizes)))])
+        h1 = self.act(h1)  # (K, H)
+
+        # layer 2 on the rows; lut is increasing, so the sliced CSR keeps its column order
+        wl, bl, wr = self._stack(self.conv2)
+        agg = _RowSpMM.apply(sl.crow, lut[sl.col], sl.value, h1).view(c, g, h)
+        root = h1[lut[out_rows]].view(c, g, h)
+        return self.act(torch.baddbmm(bl, agg, wl) + torch.bmm(root, wr))
 
     def reconstruct(self, embeddings: dict[EdgeType, Tensor], rows: Tensor) -> dict[EdgeType, Tensor]:
         """Dense reconstructions ``(R, N)`` of rows ``rows`` (R,) per channel (plots, AUROC)."""
