@@ -23,7 +23,7 @@ from .fileio import atomic_path
 __all__ = [
     "SYNTHETIC_LABEL", "save_figure", "figure_png", "schedule_alpha", "plot_alpha", "lambda_bars",
     "reconstruction_curves", "edge_recovery_auroc", "meta_weight_distribution", "embedding_projection",
-    "final_results", "schedule_comparison", "pearson", "predicted_vs_measured", "pvalue_histogram",
+    "final_results", "schedule_comparison", "pearson", "predicted_vs_measured", "pvalue_vs_prediction",
     "spread_calibration", "metrics_bars",
 ]
 
@@ -184,6 +184,14 @@ def meta_weight_distribution(weights, channels: Sequence[str], synthetic: bool =
     return fig
 
 
+def _natural(v) -> tuple:
+    """Sort key: numbers numerically (2 before 11), then everything else by text."""
+    try:
+        return (0, float(v), "")
+    except (TypeError, ValueError):
+        return (1, 0.0, str(v))
+
+
 def embedding_projection(embeddings, labels=None, synthetic: bool = False, seed: int = 0,
                          title: str = "Integrated gene embeddings (PCA)", max_groups: int = 10) -> Figure:
     """2-D PCA of (N, H) embeddings, coloured by ``labels`` (e.g. planted modules; NaN = none).
@@ -212,7 +220,7 @@ def embedding_projection(embeddings, labels=None, synthetic: bool = False, seed:
             sel = lab.isin(rest).to_numpy()
             ax.scatter(xy[sel, 0], xy[sel, 1], s=5, alpha=0.35, color="0.6",
                        label=f"{len(rest)} other modules")
-        for i, m in enumerate(sorted(shown, key=str)):
+        for i, m in enumerate(sorted(shown, key=_natural)):
             sel = (lab == m).to_numpy()
             ax.scatter(xy[sel, 0], xy[sel, 1], s=11, alpha=0.85, color=f"C{i % 10}", label=f"module {m}")
         ax.legend(fontsize=7, ncols=2, markerscale=1.5, loc="best")
@@ -365,23 +373,33 @@ def predicted_vs_measured(panels: Mapping[str, tuple[np.ndarray, np.ndarray]], s
     return fig
 
 
-def pvalue_histogram(pvalues: Mapping[str, np.ndarray] | np.ndarray, synthetic: bool = False,
-                     title: str = "p-value of each measured triplet under its prediction") -> Figure:
-    """Histogram of per-triplet p-values (uniform when predictions and their spread are right)."""
-    if not isinstance(pvalues, Mapping):
-        pvalues = {"test": pvalues}
-    fig = Figure(figsize=(7, 4), layout="constrained")
-    ax = fig.add_subplot()
-    bins = np.linspace(0, 1, 21)
-    for i, (name, p) in enumerate(pvalues.items()):
-        p = np.asarray(p, dtype=float)
-        p = p[np.isfinite(p)]
-        ax.hist(p, bins=bins, histtype="step", lw=1.8, density=True, color=f"C{i}",
-                label=f"{name} ({100 * np.mean(p < 0.05):.1f}% below 0.05)" if p.size else name)
-    ax.axhline(1.0, color="k", ls="--", lw=1, label="uniform")
-    ax.set_xlabel("p-value")
-    ax.set_ylabel("density")
-    ax.legend(fontsize=8)
+def pvalue_vs_prediction(panels: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
+                         strong: float = -0.05, alpha: float = 0.05, synthetic: bool = False,
+                         title: str = "Screen p-value of each measured triplet against its prediction") -> Figure:
+    """One panel per split (``name -> (prediction, pvalue, measured)``): predicted tau (x) against the
+    measured triplet's screen p-value as -log10 p (y), coloured by measured tau. The title gives the
+    share of significant measurements (p < ``alpha``) among triplets predicted strong
+    (tau <= ``strong``) and among the rest: a useful predictor puts more significant ones on the left."""
+    n = max(1, len(panels))
+    fig = Figure(figsize=(4.8 * n, 4.4), layout="constrained")
+    axs = np.atleast_1d(fig.subplots(1, n))
+    sc = None
+    for ax, (name, (pred, pv, tau)) in zip(axs, panels.items()):
+        pred, pv, tau = (np.asarray(a, dtype=float) for a in (pred, pv, tau))
+        ok = np.isfinite(pred) & np.isfinite(pv) & (pv > 0)
+        pred, pv, tau = pred[ok], pv[ok], tau[ok]
+        sc = ax.scatter(pred, -np.log10(pv), c=tau, s=5, alpha=0.5, cmap="coolwarm_r", vmin=-0.2, vmax=0.2)
+        ax.axhline(-np.log10(alpha), color="k", ls="--", lw=1)
+        ax.axvline(strong, color="0.4", ls=":", lw=1)
+        is_strong, sig = pred <= strong, pv < alpha
+        a = 100 * sig[is_strong].mean() if is_strong.any() else float("nan")
+        b = 100 * sig[~is_strong].mean() if (~is_strong).any() else float("nan")
+        ax.set_title(f"{name}: p < {alpha:g} in {a:.0f}% of {int(is_strong.sum())} predicted strong\n"
+                     f"vs {b:.0f}% of the other {int((~is_strong).sum())}", fontsize=9)
+        ax.set_xlabel("predicted tau")
+        ax.set_ylabel("-log10 screen p-value")
+    if sc is not None:
+        fig.colorbar(sc, ax=list(axs), label="measured tau", shrink=0.8)
     _title(fig, title, synthetic)
     return fig
 
@@ -440,5 +458,7 @@ def metrics_bars(metrics: pd.DataFrame, metric: str = "pearson",
     ax.set_xticks(x, models, rotation=30, ha="right")
     ax.set_ylabel(metric)
     ax.legend(fontsize=7, title="split", ncols=2)
-    _title(fig, f"{metric} on held-out triplets (mean ± std over folds)", synthetic)
+    n_folds = int(metrics.groupby(["model", "split"]).size().max()) if len(metrics) else 0
+    what = "mean ± std over folds" if n_folds > 1 else "one fold"
+    _title(fig, f"{metric} on held-out triplets ({what})", synthetic)
     return fig

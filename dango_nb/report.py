@@ -193,6 +193,10 @@ def run_report(params_dir: str | os.PathLike, out: str | os.PathLike, only: Sequ
                               f"{', '.join(run_name(s) for s in stems)}")
         stems = [s for s in stems if s in wanted or run_name(s) in wanted]
     load_param_dir(params_dir, tuple(stems))  # everything validated before any work
+    nb_dir = Path(nb_dir) if nb_dir is not None else notebook_dir()
+    missing = [f"{s}.ipynb" for s in stems if not (nb_dir / f"{s}.ipynb").is_file()]
+    if missing:
+        raise ParamsError(f"{nb_dir}: notebook(s) {', '.join(missing)} not found (use --notebooks DIR)")
     kernel = kernel or pick_kernel()
     out.mkdir(parents=True, exist_ok=True)
     with _thread_env(threads):
@@ -370,11 +374,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "(lambda_determination pretraining loss_schedules evaluation)")
     ap.add_argument("--kernel", default=None, help="Jupyter kernel (default: dango_nb if registered, else python3)")
     ap.add_argument("--timeout", type=int, default=None, help="per-cell timeout in seconds")
+    ap.add_argument("--notebooks", default=None, help="folder holding the notebooks (default: the repository's notebooks/)")
     ap.add_argument("--threads", type=int, default=None,
                     help="OMP/MKL threads of the kernels (default: as set in the environment, else 1)")
     args = ap.parse_args(argv)
     try:
         results, summary = run_report(args.params, args.out, args.only, args.kernel, args.timeout,
+                                      nb_dir=Path(args.notebooks) if args.notebooks else None,
                                       threads=args.threads)
     except ParamsError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -26,9 +26,9 @@ import inspect
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -319,7 +319,7 @@ class ScheduleWidget:
     def draw_alpha(self) -> None:
         self.alpha_plot.value = plots.figure_png(self.controller.alpha_figure(), dpi=self.alpha_dpi)
         data = json.dumps(self.controller.alpha_curve.to_dict(), separators=(",", ":"))
-        self.alpha_data.value = f'<code style="font-size:7pt;word-break:break-all">{_escape(data)}</code>'
+        self.alpha_data.value = f'<code style="font-size:6pt;color:#999;word-break:break-all">{_escape(data)}</code>'
 
     def draw_results(self) -> None:
         fig = self.controller.results_figure()

@@ -124,7 +124,7 @@ def test_evaluation_outputs(tiny_report):
     assert m.loc[m["model"] == "dango", "pearson"].notna().all()
     ceiling = json.loads((out / "evaluation" / "ceiling.json").read_text())
     assert set(ceiling["per_split"]) == set(ev.splits)
-    for f in ("pearson_by_model.png", "predicted_vs_measured.png", "prediction_pvalues.png", "spread_calibration.png"):
+    for f in ("pearson_by_model.png", "predicted_vs_measured.png", "pvalue_vs_prediction.png", "spread_calibration.png"):
         assert (out / "evaluation" / f).stat().st_size > 5_000, f
     table = runs["evaluation"].summary["numbers"]["evaluation table"]
     assert {"model", "split", "pearson_mean"} <= set(table["columns"]) and len(table["rows"]) >= len(ev.models)

@@ -127,8 +127,11 @@ def test_evaluation_figures():
     yt = rng.normal(size=100)
     fig = plots.predicted_vs_measured({"random": (yt, yt + rng.normal(size=100)), "gene1": (yt, -yt)})
     assert len(fig.axes) == 2 and fig.axes[1].get_title().startswith("gene1: r = -1.000")
-    fig = plots.pvalue_histogram({"random": rng.uniform(size=200)})
-    assert "below 0.05" in fig.axes[0].get_legend().get_texts()[0].get_text()
+    pred = np.r_[np.full(10, -0.1), np.full(30, 0.0)]
+    pv = np.r_[np.full(8, 0.01), np.full(2, 0.5), np.full(3, 0.01), np.full(27, 0.5)]
+    fig = plots.pvalue_vs_prediction({"random": (pred, pv, pred), "gene1": (pred, pv, pred)})
+    assert fig.axes[0].get_title() == "random: p < 0.05 in 80% of 10 predicted strong\nvs 10% of the other 30"
+    np.testing.assert_allclose(fig.axes[0].collections[0].get_offsets()[:, 1], -np.log10(pv))
     spread = rng.uniform(0.1, 1, size=300)
     fig = plots.spread_calibration(spread, np.abs(rng.normal(size=300) * spread), synthetic=True)
     assert "Spearman" in fig.axes[0].get_title()
