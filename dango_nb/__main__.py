@@ -78,16 +78,18 @@ def _load_source(src: dict, genes: list[str] | None = None):
     return build_cell_graph(networks, genes=genes), None
 
 
-def _recorded_source(path) -> dict | None:
-    """The data source a checkpoint recorded (``source`` entry), when the training module wrote one."""
+def _recorded(path) -> tuple[dict | None, list[str] | None]:
+    """The data source and gene names a checkpoint recorded (``source``, ``genes`` entries)."""
     import torch
 
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # noqa: BLE001 - load_checkpoint reports unreadable files properly later
-        return None
-    src = ckpt.get("source") if isinstance(ckpt, dict) else None
-    return dict(src) if isinstance(src, dict) else None
+        return None, None
+    if not isinstance(ckpt, dict):
+        return None, None
+    src, genes = ckpt.get("source"), ckpt.get("genes")
+    return (dict(src) if isinstance(src, dict) else None), (list(genes) if genes is not None else None)
 
 
 # --------------------------------------------------------------------------------------- predict
@@ -118,8 +120,14 @@ def _run_predict(args) -> int:
     from dango_nb.ensemble import EnsembleScorer, checkpoint_files
 
     files = checkpoint_files(args.checkpoints, args.top_k)
-    recorded = _recorded_source(files[0])
+    recorded, genes = _recorded(files[0])
     cell_graph, _ = _load_source(_source_from_args(args, recorded))
+    if genes is not None and list(cell_graph["gene"].node_ids) != genes:
+        node_ids = list(cell_graph["gene"].node_ids)
+        diff = sorted(set(genes) ^ set(node_ids))[:5]
+        raise SystemExit(f"error: {files[0]}: the checkpoint was trained on {len(genes)} genes, the data "
+                         f"source gives {len(node_ids)} genes in another order or set (e.g. {diff}); "
+                         "give the data the model was trained on")
     scorer = EnsembleScorer.from_checkpoints(files, cell_graph, batch_size=args.batch_size)
     progress = not args.no_progress
     if args.triplets:

@@ -394,6 +394,19 @@ def _model_init(model: Dango, config: TrainConfig) -> dict[str, Any]:
             "kwargs": dict(config.model)}
 
 
+def _graph_record(cell_graph) -> dict[str, Any]:
+    """Gene names (so predictions can check names, not only counts) and the data source of the
+    cell graph when it carries one (``dango_source``, set by the study loaders)."""
+    rec: dict[str, Any] = {}
+    node_ids = getattr(cell_graph["gene"], "node_ids", None)
+    if node_ids is not None:
+        rec["genes"] = [str(g) for g in node_ids]
+    source = getattr(cell_graph, "dango_source", None)
+    if isinstance(source, dict):
+        rec["source"] = source
+    return rec
+
+
 def _load(path: Path, device) -> dict[str, Any]:
     try:
         return torch.load(path, map_location=device, weights_only=True)
@@ -563,7 +576,8 @@ class _Engine:
 
     def _payload(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "model_init": _model_init(self.model, self.config),
-                "scaler": self.scaler.state_dict(), "config": self.config.to_dict()}
+                "scaler": self.scaler.state_dict(), "config": self.config.to_dict(),
+                **_graph_record(self.cell_graph)}
 
     def _save(self) -> None:
         """Top-k file (if this epoch qualifies), then ``last.pt``, then the index, then evictions;

@@ -214,5 +214,40 @@ def test_cli_predict_genes_and_triplets(trained_run, tmp_path, capsys):
     out4 = tmp_path / "bad.tsv"
     assert main(["predict", "--checkpoint", str(ckpt), "--triplets", str(tfile), "--out", str(out4), *src]) == 2
     assert "YNOTAGENE" in capsys.readouterr().err and not out4.exists()
-    with pytest.raises(SystemExit):  # no data source
-        main(["predict", "--checkpoint", str(ckpt), "--genes", str(gfile), "--out", str(out)])
+    # a checkpoint that recorded no data source needs one on the command line
+    import torch
+
+    from dango_nb.training import list_checkpoints
+
+    saved = torch.load(list_checkpoints(ckpt)["path"].iloc[0], map_location="cpu", weights_only=True)
+    saved.pop("source")
+    bare = tmp_path / "bare.pt"
+    torch.save(saved, bare)
+    with pytest.raises(SystemExit, match="no data source"):
+        main(["predict", "--checkpoint", str(bare), "--genes", str(gfile), "--out", str(out)])
+
+
+def test_cli_predict_uses_recorded_source_and_checks_gene_names(trained_run, tmp_path):
+    import torch
+
+    from dango_nb.__main__ import main
+    from dango_nb.training import list_checkpoints
+
+    study, ckpt, data_dir = trained_run
+    best = list_checkpoints(ckpt)["path"].iloc[0]
+    saved = torch.load(best, map_location="cpu", weights_only=True)
+    assert saved["genes"] == list(study.cell_graph["gene"].node_ids)
+    assert saved["source"]["preset"] == "tiny" and saved["source"]["seed"] == 0
+    gfile = tmp_path / "genes.txt"
+    gfile.write_text("\n".join(study.genes[:6]) + "\n")
+    out = tmp_path / "p.tsv"
+    # no --preset/--string: the checkpoint's own record rebuilds the cell graph
+    assert main(["predict", "--checkpoint", str(ckpt), "--genes", str(gfile), "--out", str(out), "--all",
+                 "--no-progress", "--data-dir", str(data_dir)]) == 0
+    assert len(pd.read_csv(out, sep="\t")) == math.comb(6, 3)
+    # another benchmark seed has other gene names: refused, nothing written
+    bad = tmp_path / "bad.tsv"
+    with pytest.raises(SystemExit, match="trained on"):
+        main(["predict", "--checkpoint", str(ckpt), "--genes", str(gfile), "--out", str(bad), "--all",
+              "--no-progress", "--preset", "tiny", "--data-seed", "1", "--data-dir", str(data_dir)])
+    assert not bad.exists()

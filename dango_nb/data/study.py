@@ -157,9 +157,12 @@ def _assemble(networks: StringNetworks, screen: KuzminScreen, *, source: dict, s
         trigenic = triplets.to_frame()[_GENES].merge(trigenic, on=_GENES, how="left")
     trigenic = trigenic.reset_index(drop=True)
     dropped = {"string": dict(networks.dropped), "kuzmin": dict(screen.dropped), "triplets": dict(dropped_t)}
+    source = {**source, "screened_genes_not_in_string": len(extra)}
+    # Checkpoints record where their cell graph came from, so `python -m dango_nb predict` can rebuild it.
+    cell_graph.dango_source = json.loads(json.dumps(source, default=str))
     return Study(cell_graph=cell_graph, triplets=triplets, trigenic=trigenic, digenic=screen.digenic,
                  networks=networks, ground_truth=ground_truth, modules=modules, dropped=dropped,
-                 source={**source, "screened_genes_not_in_string": len(extra)}, synthetic=synthetic,
+                 source=source, synthetic=synthetic,
                  trigenic_rows=screen.trigenic_rows, files=files)
 
 
