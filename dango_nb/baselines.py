@@ -28,17 +28,9 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.linear_model import Ridge
 
+from dango_nb.data.triplets import as_index_array
+
 DEFAULT_ALPHAS = (0.01, 0.1, 1.0, 10.0, 100.0)
-
-
-def _indices(x) -> np.ndarray:
-    x = x.indices if hasattr(x, "targets") else x  # TripletTensors
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
-    x = np.asarray(x)
-    if x.ndim != 2 or x.shape[1] != 3:
-        raise ValueError(f"expected triplet indices of shape (N, 3), got {x.shape}")
-    return x.astype(np.int64, copy=False)
 
 
 def _targets(y) -> np.ndarray:
@@ -58,14 +50,14 @@ class MeanPredictor:
     """Predicts the mean training tau for every triplet."""
 
     def fit(self, indices, targets, val_indices=None, val_targets=None) -> "MeanPredictor":
-        idx, y = _drop_nan(_indices(indices), _targets(targets))
+        idx, y = _drop_nan(as_index_array(indices), _targets(targets))
         if len(y) == 0:
             raise ValueError("MeanPredictor: no finite training targets")
         self.mean_ = float(y.mean())
         return self
 
     def predict(self, indices) -> np.ndarray:
-        return np.full(len(_indices(indices)), self.mean_, dtype=np.float64)
+        return np.full(len(as_index_array(indices)), self.mean_, dtype=np.float64)
 
 
 class _RidgeOnDesign:
@@ -78,13 +70,13 @@ class _RidgeOnDesign:
         raise NotImplementedError
 
     def fit(self, indices, targets, val_indices=None, val_targets=None):
-        idx, y = _drop_nan(_indices(indices), _targets(targets))
+        idx, y = _drop_nan(as_index_array(indices), _targets(targets))
         if len(y) == 0:
             raise ValueError(f"{type(self).__name__}: no finite training targets")
         X = self._design(idx, fit=True)
         Xv = yv = None
         if val_indices is not None and len(self.alphas) > 1:
-            vi, yv = _drop_nan(_indices(val_indices), _targets(val_targets))
+            vi, yv = _drop_nan(as_index_array(val_indices), _targets(val_targets))
             Xv = self._design(vi, fit=False) if len(yv) else None
         self.val_mse_ = {}
         if Xv is None:
@@ -108,7 +100,7 @@ class _RidgeOnDesign:
         return Ridge(alpha=alpha, fit_intercept=True, solver="sparse_cg", tol=1e-6, max_iter=10000)
 
     def predict(self, indices) -> np.ndarray:
-        return self.model_.predict(self._design(_indices(indices), fit=False)).astype(np.float64)
+        return self.model_.predict(self._design(as_index_array(indices), fit=False)).astype(np.float64)
 
 
 class AdditiveGeneModel(_RidgeOnDesign):
@@ -199,14 +191,14 @@ def sorted_triplet_features(embeddings: np.ndarray, indices) -> np.ndarray:
 
     Invariant to gene order but loses which gene each coordinate came from.
     """
-    idx = _indices(indices)
+    idx = as_index_array(indices)
     e = np.asarray(embeddings)[idx]  # (M, 3, H)
     return np.sort(e, axis=1).reshape(len(idx), -1)
 
 
 def concat_triplet_features(embeddings: np.ndarray, indices) -> np.ndarray:
     """(M, 3H) features: the three genes' embeddings concatenated in the order given."""
-    idx = _indices(indices)
+    idx = as_index_array(indices)
     return np.asarray(embeddings)[idx].reshape(len(idx), -1)
 
 
@@ -273,7 +265,7 @@ class EmbeddingMLP:
     def fit(self, indices, targets, val_indices=None, val_targets=None) -> "EmbeddingMLP":
         import torch
 
-        idx_np, y = _drop_nan(_indices(indices), _targets(targets))
+        idx_np, y = _drop_nan(as_index_array(indices), _targets(targets))
         if len(y) == 0:
             raise ValueError("EmbeddingMLP: no finite training targets")
         pooled = self.embeddings[np.unique(idx_np)]
@@ -284,7 +276,7 @@ class EmbeddingMLP:
         ys = torch.as_tensor((y - self.y_mean_) / self.y_std_, dtype=torch.float32)
         vi = yv = None
         if val_indices is not None:
-            v_idx, yv = _drop_nan(_indices(val_indices), _targets(val_targets))
+            v_idx, yv = _drop_nan(as_index_array(val_indices), _targets(val_targets))
             vi = torch.as_tensor(v_idx) if len(yv) else None
         gen = torch.Generator().manual_seed(self.seed)
         torch.manual_seed(self.seed)  # weight init
@@ -325,7 +317,7 @@ class EmbeddingMLP:
     def predict(self, indices) -> np.ndarray:
         import torch
 
-        idx = torch.as_tensor(_indices(indices))
+        idx = torch.as_tensor(as_index_array(indices))
         return self._predict_std(self.model_, idx) * self.y_std_ + self.y_mean_
 
 

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from dango_nb.data.triplets import as_index_array
+
 SPLITS = ("random", "gene1", "gene2")
 # The paper's setting, used to scale the number of test genes on smaller studies.
 REFERENCE_SCREENED_GENES = 1400
@@ -62,20 +64,9 @@ class Fold:
                                  f"({self.sizes}, n={n})")
 
 
-def _as_indices(triplets) -> np.ndarray:
-    """Accept a TripletTensors, a torch tensor or an array; return a (N, 3) int64 array."""
-    idx = triplets.indices if hasattr(triplets, "targets") else triplets  # TripletTensors
-    if hasattr(idx, "detach"):
-        idx = idx.detach().cpu().numpy()
-    idx = np.asarray(idx)
-    if idx.ndim != 2 or idx.shape[1] != 3:
-        raise ValueError(f"expected triplet indices of shape (N, 3), got {idx.shape}")
-    return idx.astype(np.int64, copy=False)
-
-
 def screened_genes(triplets) -> np.ndarray:
     """Sorted ids of the genes appearing in at least one triplet."""
-    return np.unique(_as_indices(triplets))
+    return np.unique(as_index_array(triplets))
 
 
 def default_n_test_genes(split: str, n_screened: int) -> int:
@@ -111,7 +102,7 @@ def _triple_groups(idx: np.ndarray) -> np.ndarray:
 
 def random_kfold(triplets, n_folds: int = 5, val_fraction: float = 0.1, seed: int = 0) -> list[Fold]:
     """k-fold over unique gene triples; each training part gives ``val_fraction`` to validation."""
-    idx = _as_indices(triplets)
+    idx = as_index_array(triplets)
     groups = _triple_groups(idx)
     n_groups = int(groups.max()) + 1 if len(groups) else 0
     if n_folds < 2 or n_folds > n_groups:
@@ -144,7 +135,7 @@ def gene_split2(triplets, n_test_genes: int | None = None, n_folds: int = 5,
 
 def _gene_split(triplets, split: str, n_test_genes: int | None, n_folds: int,
                 val_fraction: float, seed: int) -> list[Fold]:
-    idx = _as_indices(triplets)
+    idx = as_index_array(triplets)
     genes = screened_genes(idx)
     if n_test_genes is None:
         n_test_genes = default_n_test_genes(split, len(genes))

@@ -10,7 +10,7 @@ from dango_nb.data.string_db import (
     CHANNELS, EXTRA_CHANNELS, StringNetworks, read_dango_release, read_string_detailed, write_dango_release,
     write_string_detailed,
 )
-from dango_nb.data.triplets import TripletDataset, TripletTensors, make_triplets
+from dango_nb.data.triplets import TripletDataset, TripletTensors, as_index_array, make_triplets
 
 __all__ = [
     "KNOWN_FILES", "KUZMIN_S1", "DataNotAvailableError", "data_dir", "fetch", "fetch_kuzmin_s1", "fetch_string",
@@ -19,7 +19,7 @@ __all__ = [
     "HO_LOCUS", "KUZMIN_COLUMNS", "KuzminScreen", "read_kuzmin_s1", "write_kuzmin_s1",
     "CHANNELS", "EXTRA_CHANNELS", "StringNetworks", "read_dango_release", "read_string_detailed",
     "write_dango_release", "write_string_detailed",
-    "TripletDataset", "TripletTensors", "make_triplets",
+    "TripletDataset", "TripletTensors", "as_index_array", "make_triplets",
 ]
 
 # synthetic.py / study.py exports (owned by another helper) go below this line.

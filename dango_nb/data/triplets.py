@@ -82,6 +82,17 @@ class TripletTensors:
                              "tau": self.targets.cpu().numpy(), "pvalue": self.pvalues.cpu().numpy()})
 
 
+def as_index_array(triplets) -> np.ndarray:
+    """A :class:`TripletTensors`, a torch tensor or an array -> ``(N, 3)`` int64 NumPy array."""
+    idx = triplets.indices if hasattr(triplets, "targets") else triplets  # TripletTensors-like
+    if hasattr(idx, "detach"):
+        idx = idx.detach().cpu().numpy()
+    idx = np.asarray(idx)
+    if idx.ndim != 2 or idx.shape[1] != 3:
+        raise ValueError(f"expected triplet indices of shape (N, 3), got {idx.shape}")
+    return idx.astype(np.int64, copy=False)
+
+
 def make_triplets(trigenic_table: pd.DataFrame, node_ids: Sequence[str]) -> tuple[TripletTensors, dict[str, int]]:
     """Map a trigenic table (``gene1, gene2, gene3, tau`` and optionally ``pvalue``) onto ``node_ids``.
 

@@ -267,15 +267,20 @@ class DangoPreTrain(nn.Module):
             inputs = self.prepare(inputs)
         if rows is not None:
             return self.forward_rows(inputs, rows)
+        x = self._input_features(inputs)
+        if self.batched:
+            return self._forward_batched(x, inputs)
+        return self._forward_loop(x, inputs)
+
+    def _input_features(self, inputs: GraphInputs) -> Tensor:
+        """The shared embedding table ``(N, H)``, after checking ``inputs`` fit this model."""
         if list(inputs.edge_types) != self.edge_types:
             raise ValueError(f"graph inputs were prepared for {inputs.edge_types}, model has {self.edge_types}")
         x = self.embedding.weight
         if inputs.dtype != x.dtype or inputs.device != x.device:
             raise ValueError(f"graph inputs are {inputs.dtype} on {inputs.device}, the model is {x.dtype} on "
                              f"{x.device}: prepare them again after moving the model")
-        if self.batched:
-            return self._forward_batched(x, inputs)
-        return self._forward_loop(x, inputs)
+        return x
 
     def _forward_loop(self, x: Tensor, inputs: GraphInputs) -> dict[EdgeType, Tensor]:
         out = {}
@@ -314,12 +319,7 @@ class DangoPreTrain(nn.Module):
         part (weights, activation) only to each channel's 1-hop neighbourhood of ``rows``, which is
         all that layer 2 reads. ``batched=False`` models run the full reference and index the rows.
         """
-        if list(inputs.edge_types) != self.edge_types:
-            raise ValueError(f"graph inputs were prepared for {inputs.edge_types}, model has {self.edge_types}")
-        x = self.embedding.weight
-        if inputs.dtype != x.dtype or inputs.device != x.device:
-            raise ValueError(f"graph inputs are {inputs.dtype} on {inputs.device}, the model is {x.dtype} on "
-                             f"{x.device}: prepare them again after moving the model")
+        x = self._input_features(inputs)
         rows = rows.to(device=x.device, dtype=torch.long).reshape(-1)
         if not self.batched:
             emb = self._forward_loop(x, inputs)
