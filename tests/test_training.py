@@ -88,6 +88,23 @@ def test_history_columns_and_determinism(study, split):
     assert h[[f"val_{m}" for m in ("pearson", "spearman", "mse")]].notna().all().all()
 
 
+def test_two_threads_give_the_same_numbers_and_setting_is_restored(study, split):
+    # with 2 threads some CPU kernels accumulate in a racy order unless deterministic ones are required
+    train, val = split
+    seen = []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        a = fit(study.cell_graph, train, val, cfg(), LAMBDAS,
+                callback=lambda e, r: seen.append(torch.are_deterministic_algorithms_enabled()))
+        b = fit(study.cell_graph, train, val, cfg(), LAMBDAS)
+    finally:
+        torch.set_num_threads(threads)
+    assert seen == [True, True, True]
+    assert not torch.are_deterministic_algorithms_enabled()
+    pd.testing.assert_frame_equal(numbers(a.history), numbers(b.history), check_exact=True)
+
+
 def test_resume_equals_uninterrupted(study, split, tmp_path):
     train, val = split
     straight = fit(study.cell_graph, train, val, cfg(epochs=4), LAMBDAS)
