@@ -182,3 +182,17 @@ def test_lambdas_file_roundtrip_and_errors(tmp_path):
 def test_run_name():
     assert P.run_name("03_loss_schedules") == "loss_schedules"
     assert P.run_name("custom") == "custom"
+
+
+def test_every_shipped_parameter_set_validates():
+    from pathlib import Path
+
+    from dango_nb.params import load_param_dir
+
+    root = Path(__file__).resolve().parents[1] / "params"
+    sets = [root] + sorted(p for p in root.iterdir() if p.is_dir())
+    assert {p.name for p in sets} >= {"params", "tiny", "real"}
+    for folder in sets:
+        load_param_dir(folder)
+    real = load_param_dir(root / "real")
+    assert real["01_lambda_determination"].earlier_string.endswith("v9.1.txt.gz")
