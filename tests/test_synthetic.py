@@ -13,8 +13,9 @@ from scipy import stats
 
 from dango_nb.data.kuzmin import HO_LOCUS, KUZMIN_COLUMNS, read_kuzmin_s1
 from dango_nb.data.string_db import CHANNELS, read_string_detailed
+from dango_nb.lambdas import determine_lambdas
 from dango_nb.data.synthetic import (
-    PRESETS, BenchmarkFiles, Preset, decreased_zeros, generate_benchmark, simulate, with_preset,
+    PRESETS, BenchmarkFiles, Preset, generate_benchmark, simulate, with_preset,
 )
 
 GENES = ["gene1", "gene2", "gene3"]
@@ -198,11 +199,11 @@ def test_planted_decreased_zeros_are_reproduced_from_the_files(tiny):
     study, files = tiny
     gt = files.read_ground_truth()
     v9, v11 = read_string_detailed(files.string_v9_1), read_string_detailed(files.string_v11_0)
-    table = decreased_zeros(v9, v11)
+    table = determine_lambdas(v9, v11).table
     for c in CHANNELS:
         pct = _pct_by_sets(v9, v11, c)
         assert math.isclose(pct, gt["planted_decreased_zeros_pct"][c], rel_tol=1e-12, abs_tol=1e-12), c
-        assert math.isclose(pct, table.set_index("channel").loc[c, "pct"], rel_tol=1e-12, abs_tol=1e-12)
+        assert math.isclose(pct, table.set_index("channel").loc[c, "pct_decreased_zeros"], rel_tol=1e-12, abs_tol=1e-12)
         assert gt["planted_lambda"][c] == (0.1 if pct > 1.0 else 1.0)
         assert abs(pct - 1.0) > 0.4, f"{c}: planted {pct:.3f}% is too close to the 1% threshold"
     assert gt["planted_lambda"] == {"neighborhood": 1.0, "fusion": 1.0, "cooccurence": 1.0,
@@ -215,7 +216,7 @@ def test_planted_percentages_on_small_hit_their_targets(small):
         got = gt["planted_decreased_zeros_pct"][spec.name]
         # exact up to rounding the new-edge count: |error| <= 0.5 / non_edges
         row = next(r for r in gt["decreased_zeros"] if r["channel"] == spec.name)
-        assert abs(got - spec.new_pct) <= 100 * 0.5 / row["non_edges"] + 1e-12, spec.name
+        assert abs(got - spec.new_pct) <= 100 * 0.5 / row["non_edges_earlier"] + 1e-12, spec.name
     assert gt["planted_lambda"]["coexpression"] == gt["planted_lambda"]["experimental"] == 0.1
     assert gt["planted_lambda"]["cooccurence"] == 1.0 and gt["planted_decreased_zeros_pct"]["cooccurence"] < 0.05
 
