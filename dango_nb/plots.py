@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from . import metrics
 from .fileio import atomic_path
 
 __all__ = [
@@ -61,10 +62,7 @@ def pearson(y_true, y_pred) -> float:
     """Pearson r over finite pairs (NaN when fewer than two or a constant side)."""
     a, b = np.asarray(y_true, dtype=float), np.asarray(y_pred, dtype=float)
     ok = np.isfinite(a) & np.isfinite(b)
-    a, b = a[ok], b[ok]
-    if a.size < 2 or a.std() == 0 or b.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(a, b)[0, 1])
+    return metrics.pearson(a[ok], b[ok])
 
 
 # ------------------------------------------------------------------------------------ schedules
