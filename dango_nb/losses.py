@@ -22,7 +22,7 @@ from torch import Tensor
 from dango_nb.data.graph import channel_of
 
 __all__ = [
-    "SparseRows", "gather_rows", "channel_name", "lookup_lambda", "weighted_mse",
+    "SparseRows", "gather_rows", "lookup_lambda", "weighted_mse",
     "weighted_mse_linear", "log_cosh", "finite_mask", "interaction_loss", "LossOutput", "DangoLoss",
 ]
 
@@ -108,17 +108,11 @@ def gather_rows(adj: Tensor, rows: Tensor) -> SparseRows:
 # --------------------------------------------------------------------------------------------------
 # lambda lookup
 # --------------------------------------------------------------------------------------------------
-def channel_name(edge_type) -> str:
-    """``("gene", "string9_1_coexpression", "gene")``, ``"string11_0_coexpression"`` or
-    ``"coexpression"`` -> ``"coexpression"`` (the STRING version prefix is dropped)."""
-    return channel_of(edge_type)
-
-
 def lookup_lambda(lambdas: Mapping[str, float], edge_type) -> float:
     """The lambda for ``edge_type``'s channel. Keys of ``lambdas`` may be channel names or full edge
     type names of any STRING version. Unknown channel -> ``KeyError`` naming it and the known ones."""
-    ch = channel_name(edge_type)
-    by_channel = {channel_name(k): float(v) for k, v in lambdas.items()}
+    ch = channel_of(edge_type)
+    by_channel = {channel_of(k): float(v) for k, v in lambdas.items()}
     if ch not in by_channel:
         raise KeyError(f"no lambda for channel {ch!r} (edge type {edge_type!r}); "
                        f"lambdas are known for: {', '.join(sorted(by_channel)) or 'none'}")
@@ -334,7 +328,7 @@ class DangoLoss(torch.nn.Module):
         for et, z in output.recon_embeddings.items():
             head = output.recon_heads[et]
             lam = lookup_lambda(self.lambdas, et)
-            per[channel_name(et)] = weighted_mse_linear(z, head.weight, head.bias,
+            per[channel_of(et)] = weighted_mse_linear(z, head.weight, head.bias,
                                                         output.recon_targets[et], lam)
         if not per:
             raise ValueError("model output holds no reconstruction rows")

@@ -56,9 +56,10 @@ import torch
 from tqdm.auto import tqdm
 
 from dango_nb import metrics
+from dango_nb.data.graph import channel_of
 from dango_nb.errors import TrainingDivergedError
 from dango_nb.fileio import atomic_save_torch, atomic_write_json
-from dango_nb.losses import DangoLoss, LossOutput, channel_name, lookup_lambda
+from dango_nb.losses import DangoLoss, LossOutput, lookup_lambda
 from dango_nb.models import Dango
 from dango_nb.schedules import SCHEDULES, Schedule, get_schedule
 from dango_nb.seed import seed_everything
@@ -520,7 +521,7 @@ class _Engine:
         elif model.gene_num != gene_num:
             raise ValueError(f"model was built for {model.gene_num} genes, the cell graph has {gene_num}")
         self.model = model.to(self.device)
-        self.channels = [channel_name(et) for et in self.model.edge_types]
+        self.channels = [channel_of(et) for et in self.model.edge_types]
         self.graph = self.model.prepare(cell_graph)  # sparse inputs, built once for the whole run
         self.cell_graph = cell_graph
 

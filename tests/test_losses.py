@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from dango_nb.losses import (DangoLoss, LossOutput, SparseRows, channel_name, finite_mask, gather_rows,
+from dango_nb.data.graph import channel_of
+from dango_nb.losses import (DangoLoss, LossOutput, SparseRows, finite_mask, gather_rows,
                              interaction_loss, log_cosh, lookup_lambda, weighted_mse, weighted_mse_linear)
 from dango_nb.schedules import PaperTwoStage, PreThenPost
 
@@ -129,8 +130,8 @@ def test_weighted_mse_linear_shape_mismatch():
 
 def test_lambda_lookup_independent_of_string_version():
     lambdas = {"coexpression": 0.1, "experimental": 1.0}
-    assert channel_name(("gene", "string9_1_coexpression", "gene")) == "coexpression"
-    assert channel_name("string11_0_coexpression") == "coexpression"
+    assert channel_of(("gene", "string9_1_coexpression", "gene")) == "coexpression"
+    assert channel_of("string11_0_coexpression") == "coexpression"
     assert lookup_lambda(lambdas, ("gene", "string9_1_coexpression", "gene")) == 0.1
     assert lookup_lambda(lambdas, ("gene", "string11_0_coexpression", "gene")) == 0.1
     assert lookup_lambda(lambdas, "string12_0_experimental") == 1.0
@@ -203,7 +204,7 @@ class _FakeOutput:
 
     def dense_rec(self, lambdas):
         return {et: weighted_mse(self.heads[et](self.recon_embeddings[et]), self.adj[et].to_dense()[self.rows],
-                                 lambdas[channel_name(et)]) for et in self.edge_types}
+                                 lambdas[channel_of(et)]) for et in self.edge_types}
 
 
 def test_dango_loss_combines_by_schedule():
