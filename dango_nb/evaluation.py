@@ -45,7 +45,7 @@ import pandas as pd
 from dango_nb import baselines as B
 from dango_nb import metrics as M
 from dango_nb.ensemble import combine, ensemble_gain
-from dango_nb.fileio import atomic_write_json, atomic_write_table, atomic_path
+from dango_nb.fileio import atomic_write_json, atomic_write_table
 from dango_nb.splits import SPLITS, Fold, make_splits, split_table
 
 DEFAULT_MODELS = ("mean", "additive", "pairwise_additive", "mlp_embeddings", "dango", "dango_ensemble")
@@ -501,15 +501,13 @@ def _ceiling_summary(study, metrics: pd.DataFrame) -> dict:
 
 def write_outputs(out_dir, metrics, summary, ceiling, predictions, ensemble, splits_df, synthetic: bool) -> dict[str, Path]:
     out = Path(out_dir)
-    paths = {"metrics": out / "metrics.csv", "summary": out / "summary.csv", "splits": out / "splits.csv"}
-    for key in ("metrics", "summary", "splits"):
-        df = {"metrics": metrics, "summary": summary, "splits": splits_df}[key]
-        with atomic_path(paths[key]) as tmp:
-            df.assign(synthetic=synthetic).to_csv(tmp, index=False)
+    tables = {"metrics": metrics, "summary": summary, "splits": splits_df}
+    paths = {key: out / f"{key}.csv" for key in tables}
+    for key, df in tables.items():
+        atomic_write_table(df.assign(synthetic=synthetic), paths[key])
     if len(ensemble):
         paths["ensemble_gain"] = out / "ensemble_gain.csv"
-        with atomic_path(paths["ensemble_gain"]) as tmp:
-            ensemble.to_csv(tmp, index=False)
+        atomic_write_table(ensemble, paths["ensemble_gain"])
     if len(predictions):
         paths["predictions"] = out / "predictions.parquet"
         atomic_write_table(predictions, paths["predictions"])

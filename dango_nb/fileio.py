@@ -79,12 +79,15 @@ def atomic_save_torch(obj: Any, path: str | os.PathLike) -> None:
 
 
 def atomic_write_table(df, path: str | os.PathLike) -> None:
-    """Write a DataFrame as Parquet (``.parquet``) or tab-separated text (``.tsv``/``.txt``)."""
+    """Write a DataFrame as Parquet (``.parquet``), tab-separated (``.tsv``/``.txt``) or comma-separated
+    (``.csv``) text."""
     path = Path(path)
     with atomic_path(path) as tmp:
         if path.suffix == ".parquet":
             df.to_parquet(tmp, index=False)
         elif path.suffix in (".tsv", ".txt"):
             df.to_csv(tmp, sep="\t", index=False)
+        elif path.suffix == ".csv":
+            df.to_csv(tmp, index=False)
         else:
-            raise ValueError(f"{path}: unsupported table suffix {path.suffix!r}; use .parquet or .tsv")
+            raise ValueError(f"{path}: unsupported table suffix {path.suffix!r}; use .parquet, .tsv or .csv")

@@ -32,6 +32,8 @@ def test_table_suffix(tmp_path):
     df = pd.DataFrame({"a": [1, 2]})
     atomic_write_table(df, tmp_path / "t.parquet")
     atomic_write_table(df, tmp_path / "t.tsv")
+    atomic_write_table(df, tmp_path / "t.csv")
+    assert pd.read_csv(tmp_path / "t.csv").equals(df)
     assert pd.read_parquet(tmp_path / "t.parquet").equals(df)
     assert pd.read_csv(tmp_path / "t.tsv", sep="\t").equals(df)
     with pytest.raises(ValueError, match="unsupported table suffix"):
