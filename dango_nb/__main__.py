@@ -4,7 +4,7 @@ Commands are argparse subcommands registered in :data:`COMMANDS`; a module adds 
 ``COMMANDS["name"] = (add_arguments, run, help)`` (``add_arguments(parser)``, ``run(args) -> int``).
 
 - ``predict``: score triplets with one or more checkpoints (an ensemble when several).
-- ``evaluate``: run :func:`dango_nb.evaluation.run_evaluation` on an embedded preset or real files.
+- ``evaluate``: run :func:`dango_nb.eval.run_evaluation` on an embedded preset or real files.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def _recorded(path) -> tuple[dict | None, list[str] | None]:
 
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - load_checkpoint reports unreadable files properly later
+    except Exception:  # load_checkpoint reports unreadable files properly later
         return None, None
     if not isinstance(ckpt, dict):
         return None, None
@@ -116,8 +116,8 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
 def _run_predict(args) -> int:
     import numpy as np
 
-    from dango_nb import predict as P
-    from dango_nb.ensemble import EnsembleScorer, checkpoint_files
+    from dango_nb.eval import predict as P
+    from dango_nb.eval.ensemble import EnsembleScorer, checkpoint_files
 
     files = checkpoint_files(args.checkpoints, args.top_k)
     recorded, genes = _recorded(files[0])
@@ -155,27 +155,33 @@ def _run_predict(args) -> int:
 
 # -------------------------------------------------------------------------------------- evaluate
 def _add_evaluate(p: argparse.ArgumentParser) -> None:
+    from dango_nb.eval.options import EvaluationOptions
+    from dango_nb.eval.registry import model_names
+
+    d = EvaluationOptions()
     _add_source_arguments(p)
-    p.add_argument("--splits", nargs="+", default=["random", "gene1", "gene2"])
-    p.add_argument("--models", nargs="+", default=None, help="model names (default: dango, dango_ensemble and the baselines)")
-    p.add_argument("--n-folds", type=int, default=5)
-    p.add_argument("--folds", type=int, nargs="+", default=None, help="which folds to run (default all)")
+    p.add_argument("--splits", nargs="+", default=d.splits)
+    p.add_argument("--models", nargs="+", default=d.models, metavar="MODEL",
+                   help=f"registered model names (default: {' '.join(d.models)}); known: {', '.join(model_names())}")
+    p.add_argument("--n-folds", type=int, default=d.n_folds)
+    p.add_argument("--folds", type=int, nargs="+", default=d.folds, help="which folds to run (default all)")
     p.add_argument("--epochs", type=int, default=None, help="TrainConfig.epochs")
     p.add_argument("--transition-epoch", type=int, default=None, help="TrainConfig.transition_epoch")
     p.add_argument("--train", default=None, help="JSON object of further TrainConfig fields, e.g. '{\"lr\": 0.002}'")
     p.add_argument("--lambdas", default=None,
                    help="lambdas JSON file (from the lambda notebook); default: determined from the study's "
                         "STRING v9.1 and v11.0 releases when both are known (the synthetic benchmark)")
-    p.add_argument("--ensemble-seeds", type=int, default=3)
-    p.add_argument("--ensemble-top-k", type=int, default=None)
-    p.add_argument("--n-boot", type=int, default=200)
+    p.add_argument("--ensemble-seeds", type=int, default=d.ensemble_seeds)
+    p.add_argument("--ensemble-top-k", type=int, default=d.ensemble_top_k)
+    p.add_argument("--n-boot", type=int, default=d.n_boot)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="reports/evaluation", help="output folder")
     p.add_argument("--no-progress", action="store_true")
 
 
 def lambdas_for_study(study) -> dict[str, float]:
-    """Lambdas determined (issue 3 rule) from the study's STRING v9.1 and v11.0 releases."""
+    """Lambdas determined (:func:`dango_nb.lambdas.determine_lambdas`) from the study's STRING v9.1
+    and v11.0 releases."""
     from dango_nb.lambdas import determine_lambdas
 
     try:
@@ -186,8 +192,8 @@ def lambdas_for_study(study) -> dict[str, float]:
 
 
 def _run_evaluate(args) -> int:
-    from dango_nb import evaluation
-    from dango_nb.training import TrainConfig
+    from dango_nb import eval as evaluation
+    from dango_nb.train import TrainConfig
 
     src = _source_from_args(args)
     _, study = _load_source(src)
@@ -206,10 +212,11 @@ def _run_evaluate(args) -> int:
         lambdas = load_lambdas(args.lambdas)
     else:
         lambdas = lambdas_for_study(study)
-    result = evaluation.run_evaluation(
-        study, splits=args.splits, models=args.models or evaluation.DEFAULT_MODELS, n_folds=args.n_folds,
-        folds=args.folds, config=config, lambdas=lambdas, seed=args.seed, ensemble_seeds=args.ensemble_seeds,
-        ensemble_top_k=args.ensemble_top_k, n_boot=args.n_boot, out_dir=args.out, progress=not args.no_progress)
+    options = evaluation.EvaluationOptions(splits=args.splits, models=args.models, n_folds=args.n_folds,
+                                           folds=args.folds, ensemble_seeds=args.ensemble_seeds,
+                                           ensemble_top_k=args.ensemble_top_k, n_boot=args.n_boot)
+    result = evaluation.run_evaluation(study, options, config=config, lambdas=lambdas, seed=args.seed,
+                                       out_dir=args.out, progress=not args.no_progress)
     import pandas as pd
 
     with pd.option_context("display.width", 200, "display.max_columns", 50):

@@ -5,21 +5,22 @@ preset (6,400 genes, STRING-v9.1-size channels, ~93k triplets) and write ``repor
                              [--epochs 1] [--batch-size 256] [--profile]
 
 Idle OpenMP threads are set to sleep (``OMP_WAIT_POLICY=PASSIVE`` unless already set), which
-keeps multi-threaded timings sane on a shared machine. The study is the embedded synthetic benchmark, read back through the real-format loaders
+keeps multi-threaded timings sane on a shared machine. The study is the embedded synthetic
+benchmark, read back through the real-format loaders
 (generated on the first run and cached in the data directory; ``data_load_s`` says how long
 that took). Triplets are split 80/10/10 at random (seeded). ``train_epoch_s`` is the wall time of
 the optimisation steps over all training triplets (loss schedule ``PaperTwoStage`` after its
 transition, so every step trains both the interaction and the reconstruction loss, the most
-expensive kind of step); the validation pass is timed separately (``eval_s``). With ``--epochs
+expensive kind of step, timed by the training loop itself); the validation pass is timed
+separately (``eval_s``). With ``--epochs
 N`` the median epoch is reported and every epoch's time is kept. ``--profile`` adds the operators
-that dominate a training step (torch.profiler) to the report.
+that dominate a step of the training loop (``TrainingLoop.step``, torch.profiler) to the report.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import os
 import platform
 import resource
@@ -27,7 +28,6 @@ import statistics
 import sys
 import time
 import warnings
-from pathlib import Path
 
 TARGETS = {"train_epoch_s": 30.0, "pretrain_epoch_s": 10.0, "peak_rss_gb": 4.0}
 # TrainConfig's default and DANGO-paper-like; a step's cost scales with its batch (``Dango.forward(...,
@@ -74,37 +74,30 @@ def _parse(argv=None) -> argparse.Namespace:
     return args
 
 
-def _profile_steps(model, graph, train, config, lambdas, steps: int = 5) -> list[dict]:
-    """Self CPU (and CUDA) time per operator over ``steps`` full training steps."""
+def _profile_steps(res, graph, train, config, lambdas, steps: int = 5) -> list[dict]:
+    """Self CPU (and CUDA) time per operator over ``steps`` of the training loop's own step
+    (:meth:`dango_nb.train.TrainingLoop.step`), continuing from the trained model ``res.model``."""
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from dango_nb.losses import DangoLoss
+    from dango_nb.train import TrainingLoop, TripletEpochs
     from dango_nb.schedules import get_schedule
 
-    loss_fn = DangoLoss(lambdas, get_schedule("PaperTwoStage", 0), interaction=config.interaction_loss)
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
-    scaler_mean, scaler_std = float(train.targets.nanmean()), float(train.targets[train.targets.isfinite()].std())
-    device = next(model.parameters()).device
-    gen = torch.Generator().manual_seed(0)
+    cfg = config.replace(epochs=1, checkpoint_dir=None, progress=False)
+    loop = TrainingLoop(graph, TripletEpochs(train), None, cfg, lambdas, get_schedule("PaperTwoStage", 0),
+                        model=res.model)
+    batches = loop.source.batches(loop.generator)
+    loop.model.train()
 
-    def step():
-        sel = torch.randperm(len(train), generator=gen)[: config.batch_size]
-        idx = train.indices[sel].to(device)
-        z = ((train.targets[sel] - scaler_mean) / scaler_std).to(device)
-        out = model(graph, idx, local=True)  # as the trainer's steps
-        lo = loss_fn(out, z, 0)
-        opt.zero_grad(set_to_none=True)
-        lo.total.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+    def step(i: int):
+        loop.step(next(batches), 0, i, 1.0)
 
-    model.train()
-    step()
+    step(0)
+    device = loop.device
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=acts) as prof:
-        for _ in range(steps):
-            step()
+        for i in range(steps):
+            step(i + 1)
         if device.type == "cuda":
             torch.cuda.synchronize()
     key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
@@ -129,7 +122,8 @@ def main(argv=None) -> dict:
 
     from dango_nb.data.study import benchmark_dir, load_study
     from dango_nb.fileio import atomic_write_json
-    from dango_nb.training import TrainConfig, evaluate, fit, pretrain, resolve_device
+    from dango_nb.eval.predict import evaluate
+    from dango_nb.train import TrainConfig, fit, pretrain, resolve_device
 
     device = resolve_device(args.device)
     load_before = _load_avg()
@@ -175,7 +169,7 @@ def main(argv=None) -> dict:
 
     profile_top = None
     if args.profile:
-        profile_top = _profile_steps(res.model, res.model.prepare(graph), train, cfg, lambdas)
+        profile_top = _profile_steps(res, graph, train, cfg, lambdas)
 
     pretrain_epoch_s = statistics.median(pre_times)
     train_epoch_s = statistics.median(train_times)

@@ -4,14 +4,12 @@ log-cosh interaction loss with NaN masking, and :class:`DangoLoss` which combine
 The reconstruction target of a gene is its row of the weighted adjacency (length ``N`` = genes).
 With a linear head ``pred = Z W^T + b`` the loss over all ``R x N`` entries is computed without any
 ``R x N`` (let alone ``N x N``) tensor: the square is expanded into Gram-matrix terms plus
-corrections on the non-zero targets, which come from the sparse edge table (:class:`SparseRows`).
+corrections on the non-zero targets, which come from the sparse edge table (:class:`~dango_nb.models.sparse.SparseRows`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
-import warnings
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -20,89 +18,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dango_nb.data.graph import channel_of
+from dango_nb.models.sparse import SparseRows, quiet_sparse
 
 __all__ = [
-    "SparseRows", "gather_rows", "lookup_lambda", "weighted_mse",
+    "lookup_lambda", "weighted_mse",
     "weighted_mse_linear", "log_cosh", "finite_mask", "interaction_loss", "LossOutput", "DangoLoss",
 ]
 
 _LOG2 = math.log(2.0)
-
-
-@contextlib.contextmanager
-def _quiet_sparse():
-    """Silence torch's one-time "sparse CSR is beta" / "invariant checks" notices (not actionable)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"Sparse (CSR|CSC|invariant)", category=UserWarning)
-        yield
-
-
-# --------------------------------------------------------------------------------------------------
-# sparse target rows
-# --------------------------------------------------------------------------------------------------
-@dataclass
-class SparseRows:
-    """The non-zero entries of ``R`` adjacency rows, in CSR order (by row, then column).
-
-    Attributes:
-        row (Tensor): ``(nnz,)`` long, position ``0..R-1`` of the row in the batch.
-        col (Tensor): ``(nnz,)`` long, column = gene index ``0..N-1``.
-        value (Tensor): ``(nnz,)`` float, the edge weight (the target).
-        num_rows (int): ``R``.
-        num_cols (int): ``N``.
-        crow (Tensor, optional): ``(R + 1,)`` CSR row pointers (derived from ``row`` when omitted).
-    """
-
-    row: Tensor
-    col: Tensor
-    value: Tensor
-    num_rows: int
-    num_cols: int
-    crow: Tensor | None = None
-
-    def __post_init__(self):
-        if self.crow is None:
-            counts = torch.bincount(self.row, minlength=self.num_rows)
-            self.crow = torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])
-
-    @property
-    def nnz(self) -> int:
-        return int(self.value.numel())
-
-    def to_csr(self) -> Tensor:
-        """``(R, N)`` sparse CSR tensor of the targets."""
-        with _quiet_sparse():
-            return torch.sparse_csr_tensor(self.crow, self.col, self.value, (self.num_rows, self.num_cols))
-
-    def to_dense(self) -> Tensor:
-        """``(R, N)`` dense targets (tests and plots only; never in a training step)."""
-        out = self.value.new_zeros(self.num_rows, self.num_cols)
-        out[self.row, self.col] = self.value
-        return out
-
-    def to(self, device) -> "SparseRows":
-        return SparseRows(self.row.to(device), self.col.to(device), self.value.to(device),
-                          self.num_rows, self.num_cols, self.crow.to(device))
-
-
-def gather_rows(adj: Tensor, rows: Tensor) -> SparseRows:
-    """Rows ``rows`` (R,) of a sparse CSR matrix ``adj`` (N, M) as :class:`SparseRows`.
-
-    Row ``k`` of the result is row ``rows[k]`` of ``adj`` (the gene itself, not its neighbour in
-    the ordering). Cost is O(R + nnz of those rows); nothing dense.
-    """
-    if adj.layout != torch.sparse_csr:
-        raise ValueError(f"gather_rows expects a sparse CSR tensor, got layout {adj.layout}")
-    rows = rows.to(device=adj.device, dtype=torch.long).reshape(-1)
-    crow, colidx, vals = adj.crow_indices(), adj.col_indices(), adj.values()
-    starts = crow[rows]
-    counts = crow[rows + 1] - starts
-    new_crow = torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])
-    total = int(new_crow[-1])
-    row_pos = torch.repeat_interleave(torch.arange(rows.numel(), device=adj.device), counts,
-                                      output_size=total)
-    idx = torch.arange(total, device=adj.device) - new_crow[row_pos] + starts[row_pos]
-    return SparseRows(row_pos, colidx[idx], vals[idx], int(rows.numel()), int(adj.size(1)), new_crow)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -140,7 +63,7 @@ class _SampledDot(torch.autograd.Function):
     @staticmethod
     def forward(ctx, crow: Tensor, col: Tensor, z: Tensor, w: Tensor) -> Tensor:
         shape = (z.size(0), w.size(0))
-        with _quiet_sparse():
+        with quiet_sparse():
             pattern = torch.sparse_csr_tensor(crow, col, z.new_zeros(col.numel()), shape)
             p = torch.sparse.sampled_addmm(pattern, z, w.t(), beta=0.0).values()
         ctx.save_for_backward(crow, col, z, w)
@@ -149,7 +72,7 @@ class _SampledDot(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         crow, col, z, w = ctx.saved_tensors
-        with _quiet_sparse():
+        with quiet_sparse():
             g = torch.sparse_csr_tensor(crow, col, grad.contiguous(), (z.size(0), w.size(0)))
             gz = torch.sparse.mm(g, w) if ctx.needs_input_grad[2] else None
             gw = None
@@ -282,13 +205,16 @@ class LossOutput:
     w_int: float
     rec_per_channel: dict[str, Tensor] = field(default_factory=dict)
 
-    def as_dict(self) -> dict[str, float]:
-        """Plain floats for a history row (``loss_rec_<channel>`` per channel)."""
-        d = {"alpha": self.alpha, "w_rec": self.w_rec, "w_int": self.w_int,
-             "loss_total": float(self.total.detach()), "loss_rec": float(self.rec), "loss_int": float(self.int),
-             "loss_rec_weighted": float(self.rec_weighted), "loss_int_weighted": float(self.int_weighted)}
-        d.update({f"loss_rec_{ch}": float(v) for ch, v in self.rec_per_channel.items()})
-        return d
+    def as_dict(self, tensors: bool = False) -> dict[str, float]:
+        """The terms of a history row (``loss_rec_<channel>`` per channel): plain floats, or with
+        ``tensors=True`` detached 0-d tensors (the training loop sums those over an epoch without a
+        host sync per step); ``alpha``, ``w_rec``, ``w_int`` are floats either way."""
+        terms = {"loss_total": self.total.detach(), "loss_rec": self.rec, "loss_int": self.int,
+                 "loss_rec_weighted": self.rec_weighted, "loss_int_weighted": self.int_weighted}
+        terms.update({f"loss_rec_{ch}": v for ch, v in self.rec_per_channel.items()})
+        if not tensors:
+            terms = {k: float(v) for k, v in terms.items()}
+        return {"alpha": self.alpha, "w_rec": self.w_rec, "w_int": self.w_int, **terms}
 
 
 class DangoLoss(torch.nn.Module):

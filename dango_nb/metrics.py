@@ -232,7 +232,7 @@ def format_summary(summary: pd.DataFrame, metrics: Iterable[str] = ("pearson", "
     for m in metrics:
         if f"{m}_mean" not in summary.columns:
             continue
-        s = summary.apply(lambda r: _pm(r[f"{m}_mean"], r[f"{m}_sd"], digits), axis=1)
+        s = summary.apply(lambda r, m=m: _pm(r[f"{m}_mean"], r[f"{m}_sd"], digits), axis=1)
         blocks[m] = pd.DataFrame({"model": summary["model"], "split": summary["split"], "v": s}) \
             .pivot(index="model", columns="split", values="v")
     if not blocks:

@@ -16,6 +16,7 @@ import copy
 import dataclasses
 import json
 import os
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -25,6 +26,9 @@ from typing import Any, Literal, Mapping, Union
 import yaml
 
 from .errors import ParamsError
+from .eval.options import EvaluationOptions
+from .schedules import SCHEDULES
+from .train.config import TrainConfig
 
 __all__ = [
     "NOTEBOOKS", "SCHEMAS", "DataParams", "LambdaParams", "PretrainingParams", "LossSchedulesParams",
@@ -46,12 +50,6 @@ def run_name(stem: str) -> str:
 
 
 # --------------------------------------------------------------------------------------- schemas
-def _train_config():
-    from .training import TrainConfig  # noqa: PLC0415 - training imports torch; only needed here
-
-    return TrainConfig
-
-
 @dataclass
 class DataParams:
     """Where the study comes from.
@@ -84,7 +82,7 @@ class DataParams:
     def root(self) -> Path:
         if self.data_dir is not None:
             return Path(os.path.expanduser(self.data_dir))
-        from .data.download import data_dir  # noqa: PLC0415
+        from .data.download import data_dir
 
         return Path(data_dir())
 
@@ -98,19 +96,19 @@ class DataParams:
         local = self.root() / p
         if local.exists() or len(p.parts) != 1:
             return local
-        from .data.download import fetch  # noqa: PLC0415
+        from .data.download import fetch
 
         return fetch(str(p), folder=self.root())
 
     def benchmark_dir(self) -> Path:
         """Where the embedded benchmark of ``preset`` + ``seed`` is generated (and reused)."""
-        from .data.study import benchmark_dir  # noqa: PLC0415
+        from .data.study import benchmark_dir
 
         return benchmark_dir(self.preset, self.seed, self.data_dir)
 
     def load_study(self):
         """The :class:`~dango_nb.data.study.Study` these parameters describe."""
-        from .data import study as study_mod  # noqa: PLC0415
+        from .data import study as study_mod
 
         if self.real:
             string = self.resolve(self.string_file or self.dango_folder)
@@ -143,12 +141,12 @@ class LambdaParams:
 
     def load_releases(self):
         """``(earlier, later)`` :class:`~dango_nb.data.string_db.StringNetworks`."""
-        from .data.string_db import read_string_detailed  # noqa: PLC0415
+        from .data.string_db import read_string_detailed
 
         if self.earlier_string is not None:
             return (read_string_detailed(self.data.resolve(self.earlier_string)),
                     read_string_detailed(self.data.resolve(self.later_string)))
-        from .data.synthetic import generate_benchmark  # noqa: PLC0415
+        from .data.synthetic import generate_benchmark
 
         files = generate_benchmark(self.data.benchmark_dir(), preset=self.data.preset, seed=self.data.seed)
         return (read_string_detailed(files.string_v9_1, version="9.1"),
@@ -159,7 +157,7 @@ class LambdaParams:
         ``None`` for real releases."""
         if not self.synthetic:
             return None
-        from .data.synthetic import generate_benchmark  # noqa: PLC0415
+        from .data.synthetic import generate_benchmark
 
         files = generate_benchmark(self.data.benchmark_dir(), preset=self.data.preset, seed=self.data.seed)
         return json.loads(Path(files.ground_truth_json).read_text(encoding="utf-8"))
@@ -177,7 +175,7 @@ class PretrainingParams:
     """
 
     data: DataParams = field(default_factory=DataParams)
-    train: Any = field(default_factory=lambda: _train_config()())
+    train: TrainConfig = field(default_factory=TrainConfig)
     holdout_fraction: float = 0.1
     negatives_per_positive: int = 1
     finetune_epochs: int = 0
@@ -202,7 +200,7 @@ class LossSchedulesParams:
     """
 
     data: DataParams = field(default_factory=DataParams)
-    train: Any = field(default_factory=lambda: _train_config()())
+    train: TrainConfig = field(default_factory=TrainConfig)
     schedules: list[str] = field(default_factory=lambda: [
         "PreThenPost", "LinearUntilUniform", "LinearUntilFlipped", "PaperTwoStage"])
     transition_epoch: int = 40
@@ -211,8 +209,6 @@ class LossSchedulesParams:
     lambdas_file: str | None = None
 
     def __post_init__(self):
-        from .schedules import SCHEDULES  # noqa: PLC0415
-
         unknown = [s for s in self.schedules if s not in SCHEDULES]
         if unknown:
             raise ValueError(f"unknown schedule(s) {unknown}; known: {', '.join(sorted(SCHEDULES))}")
@@ -223,55 +219,13 @@ class LossSchedulesParams:
 
 
 @dataclass
-class EvaluationOptions:
-    """Keyword arguments of :func:`dango_nb.evaluation.run_evaluation` that a params file may set.
-
-    ``folds`` picks which of the ``n_folds`` folds run (all when null; fewer folds, faster report).
-    ``n_test_genes`` overrides the gene-split sizes, e.g. ``{gene1: 40, gene2: 400}`` on real data.
-    """
-
-    splits: list[str] = field(default_factory=lambda: ["random", "gene1", "gene2"])
-    models: list[str] = field(default_factory=lambda: [
-        "mean", "additive", "pairwise_additive", "mlp_embeddings", "dango", "dango_ensemble"])
-    n_folds: int = 5
-    folds: list[int] | None = None
-    val_fraction: float = 0.1
-    n_test_genes: dict[str, int] | None = None
-    ensemble_seeds: int = 3
-    ensemble_top_k: int | None = None
-    pretrain_epochs: int | None = None
-    mlp_embeddings_source: Literal["pretrain", "dango"] = "pretrain"
-    n_boot: int = 200
-    n_balanced_repeats: int = 10
-
-    def __post_init__(self):
-        from .evaluation import BASELINE_MODELS, dango_variant  # noqa: PLC0415
-        from .splits import SPLITS  # noqa: PLC0415
-
-        bad = [s for s in self.splits if s not in SPLITS]
-        if bad:
-            raise ValueError(f"unknown split(s) {bad}; known: {', '.join(SPLITS)}")
-        known = (*BASELINE_MODELS, "mlp_embeddings", "oracle_signal")
-        bad = [m for m in self.models if m not in known and dango_variant(m) is None]
-        if bad:
-            raise ValueError(f"unknown model(s) {bad}; known: {', '.join(known)}, dango, dango_ensemble, "
-                             "dango_no_pretrain, dango_mean_meta, dango_single_<channel>, dango_<Schedule>")
-        if self.n_folds < 2 or any(not 0 <= f < self.n_folds for f in (self.folds or [])):
-            raise ValueError(f"need n_folds >= 2 and every fold in 0..{self.n_folds - 1}")
-        if not 0.0 < self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
-
-    def kwargs(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-@dataclass
 class EvaluationParams:
     """``04_evaluation``: train and test on held-out triplets against baselines (front end of
-    :mod:`dango_nb.evaluation`); ``train`` configures every DANGO fit, ``evaluation`` the runner."""
+    :func:`dango_nb.eval.run_evaluation`); ``train`` configures every DANGO fit, ``evaluation`` the
+    runner (:class:`~dango_nb.eval.options.EvaluationOptions`)."""
 
     data: DataParams = field(default_factory=DataParams)
-    train: Any = field(default_factory=lambda: _train_config()())
+    train: TrainConfig = field(default_factory=TrainConfig)
     evaluation: EvaluationOptions = field(default_factory=EvaluationOptions)
     lambdas_file: str | None = None
 
@@ -302,13 +256,7 @@ def _type_name(tp) -> str:
 
 
 def _hints(cls) -> dict[str, Any]:
-    import sys  # noqa: PLC0415
-
-    ns = dict(vars(sys.modules[cls.__module__]))
-    hints = typing.get_type_hints(cls, globalns=ns)
-    if cls in (PretrainingParams, LossSchedulesParams, EvaluationParams):
-        hints["train"] = _train_config()
-    return hints
+    return typing.get_type_hints(cls, globalns=dict(vars(sys.modules[cls.__module__])))
 
 
 def _convert(value: Any, tp: Any, key: str, source: str) -> Any:

@@ -197,7 +197,7 @@ def embedding_projection(embeddings, labels=None, synthetic: bool = False, seed:
     Only the ``max_groups`` largest groups get their own colour (more would repeat colours); the
     other labelled genes are drawn in light grey as "other modules".
     """
-    from sklearn.decomposition import PCA  # noqa: PLC0415
+    from sklearn.decomposition import PCA
 
     x = np.asarray(embeddings, dtype=float)
     pca = PCA(n_components=2, random_state=seed)
@@ -233,7 +233,7 @@ def embedding_projection(embeddings, labels=None, synthetic: bool = False, seed:
 def _plain_log_ticks(ax) -> None:
     """Log axis with plain numbers (``0.35``, not ``3.5 x 10^-1``) when its range is narrow (the
     default labels would show one or no major tick there)."""
-    from matplotlib.ticker import FuncFormatter  # noqa: PLC0415
+    from matplotlib.ticker import FuncFormatter
 
     lo, hi = ax.get_ylim()
     if not lo > 0 or hi / lo >= 20:

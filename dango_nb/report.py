@@ -69,7 +69,7 @@ def notebook_dir() -> Path:
 
 def pick_kernel(preferred: str = "dango_nb") -> str:
     """``preferred`` when that kernel spec is installed, else ``python3``."""
-    from jupyter_client.kernelspec import KernelSpecManager  # noqa: PLC0415
+    from jupyter_client.kernelspec import KernelSpecManager
 
     return preferred if preferred in KernelSpecManager().find_kernel_specs() else "python3"
 
@@ -121,7 +121,7 @@ class RunResult:
 
 
 def _error_text(err: BaseException) -> str:
-    from papermill.exceptions import PapermillExecutionError  # noqa: PLC0415
+    from papermill.exceptions import PapermillExecutionError
 
     if isinstance(err, PapermillExecutionError):
         tb = _ANSI.sub("", "\n".join(err.traceback or []))
@@ -132,8 +132,8 @@ def _error_text(err: BaseException) -> str:
 
 def export_html(ipynb: Path) -> Path:
     """HTML next to the executed notebook (figures embedded)."""
-    import nbformat  # noqa: PLC0415
-    from nbconvert import HTMLExporter  # noqa: PLC0415
+    import nbformat
+    from nbconvert import HTMLExporter
 
     nb = nbformat.read(ipynb, as_version=4)
     body, _ = HTMLExporter().from_notebook_node(nb)
@@ -146,7 +146,7 @@ def export_html(ipynb: Path) -> Path:
 def run_notebook(stem: str, params_file: Path, out_root: Path, kernel: str,
                  timeout: int | None = None, nb_dir: Path | None = None) -> RunResult:
     """Execute one notebook into ``out_root/<run>/`` (emptied first) and export its HTML."""
-    import papermill as pm  # noqa: PLC0415
+    import papermill as pm
 
     name = run_name(stem)
     nb_dir = nb_dir or notebook_dir()
@@ -163,13 +163,13 @@ def run_notebook(stem: str, params_file: Path, out_root: Path, kernel: str,
                             parameters={"params_file": str(params_file.resolve()),
                                         "report_dir": str(run_dir.resolve())},
                             progress_bar=False, execution_timeout=timeout)
-    except Exception as err:  # noqa: BLE001 - recorded and reported; the other notebooks go on
+    except Exception as err:
         res.status, res.error = "failed", _error_text(err)
     res.seconds = round(time.perf_counter() - t0, 1)
     if out_nb.is_file():
         try:
             res.html = str(export_html(out_nb).relative_to(out_root))
-        except Exception as err:  # noqa: BLE001 - the notebook's result stands without its HTML
+        except Exception as err:
             print(f"warning: HTML export of {out_nb} failed: {err}", file=sys.stderr)
     res.figures = sorted(str(p.relative_to(out_root)) for p in run_dir.rglob("*.png"))
     res.summary = read_summary(run_dir)

@@ -3,7 +3,7 @@ a short one-batch overfit.
 
 Three layers, so the logic is tested without a browser:
 
-- :class:`OverfitRunner` trains one schedule on one fixed batch (``training.overfit_batch``) and
+- :class:`OverfitRunner` trains one schedule on one fixed batch (``train.overfit_batch``) and
   returns a :class:`ScheduleRun` (history, measured and predicted tau); the schedule notebook uses the
   same runner for its comparison, and :func:`save_schedule_run` writes the
   ``<Schedule>_transition_epoch=<T>_<timestamp>/final_results.png`` folders.
@@ -96,7 +96,7 @@ class ScheduleRun:
 def fixed_batch(triplets, size: int, seed: int = 0):
     """``size`` triplets drawn without replacement with a seeded generator (finite targets only): the
     one batch every schedule overfits."""
-    import torch  # noqa: PLC0415
+    import torch
 
     finite = torch.nonzero(torch.isfinite(triplets.targets), as_tuple=False).flatten()
     if size > len(finite):
@@ -129,7 +129,8 @@ class OverfitRunner:
 
     def __call__(self, schedule: str, transition_epoch: int, epochs: int | None = None,
                  progress: ProgressFn | None = None) -> ScheduleRun:
-        from . import training  # noqa: PLC0415 - torch-heavy; the controller works without it
+        from . import train as training  # torch-heavy; the controller works without it
+        from .eval.predict import predict
 
         if schedule not in SCHEDULES:
             raise KeyError(f"unknown schedule {schedule!r}; known schedules: {', '.join(SCHEDULES)}")
@@ -144,8 +145,8 @@ class OverfitRunner:
         seconds = (_dt.datetime.now() - t0).total_seconds()
         if progress is not None:
             progress(epochs, epochs)
-        y_pred = np.asarray(training.predict(result.model, self.cell_graph, self.batch.indices,
-                                             result.scaler), dtype=float)
+        y_pred = np.asarray(predict(result.model, self.cell_graph, self.batch.indices,
+                                    result.scaler), dtype=float)
         y_true = self.batch.targets.detach().cpu().numpy().astype(float)
         return ScheduleRun(schedule, int(transition_epoch), result.history.copy(), y_true, y_pred,
                            self.batch.indices.detach().cpu().numpy(), str(result.device), seconds)
@@ -259,7 +260,7 @@ class ScheduleController:
 
     # -- figures
     def alpha_figure(self):
-        from matplotlib.figure import Figure  # noqa: PLC0415
+        from matplotlib.figure import Figure
 
         c = self.alpha_curve
         fig = Figure(figsize=(6.5, 2.8), layout="constrained")
@@ -286,7 +287,7 @@ class ScheduleWidget:
     """ipywidgets view of a :class:`ScheduleController` (display it, or its :attr:`box`)."""
 
     def __init__(self, controller: ScheduleController, alpha_dpi: int = 80, results_dpi: int = 60):
-        import ipywidgets as W  # noqa: PLC0415
+        import ipywidgets as W
 
         self.controller = controller
         self.alpha_dpi, self.results_dpi = alpha_dpi, results_dpi

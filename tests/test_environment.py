@@ -56,3 +56,12 @@ def test_every_dependency_has_an_upper_bound():
     for dep in _pyproject()["dependencies"]:
         req = Requirement(dep)
         assert any(s.operator in ("<", "<=", "==", "~=") for s in req.specifier), dep
+
+
+def test_ruff_pin_matches_dev_extras_and_runs_in_make_test():
+    _, pip = _env_pip()
+    ruff = [d for d in _pyproject()["optional-dependencies"]["dev"] if d.startswith("ruff")]
+    assert len(ruff) == 1 and ruff[0] in pip
+    makefile = (ROOT / "Makefile").read_text()
+    test_rule = makefile.split("\ntest:", 1)[1].split("\n\n", 1)[0]
+    assert "ruff check dango_nb tests" in test_rule

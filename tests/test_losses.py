@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from dango_nb.data.graph import channel_of
-from dango_nb.losses import (DangoLoss, LossOutput, SparseRows, finite_mask, gather_rows,
-                             interaction_loss, log_cosh, lookup_lambda, weighted_mse, weighted_mse_linear)
+from dango_nb.losses import (DangoLoss, LossOutput, finite_mask, interaction_loss, log_cosh, lookup_lambda,
+                             weighted_mse, weighted_mse_linear)
+from dango_nb.models.sparse import SparseRows, gather_rows
 from dango_nb.schedules import PaperTwoStage, PreThenPost
 
 # torch announces sparse CSR support as beta once per process; not about this code
@@ -38,7 +39,8 @@ def test_gather_rows_is_row_aligned():
     expected[3, 0] = 0.5
     expected[3, 4] = 0.7   # gene 2 has no edges: row 2 stays empty
     torch.testing.assert_close(dense, expected)
-    torch.testing.assert_close(t.to_csr().to_dense(), expected)
+    csr = torch.sparse_csr_tensor(t.crow, t.col, t.value, (4, n))
+    torch.testing.assert_close(csr.to_dense(), expected)
     assert t.crow.tolist() == [0, 1, 3, 3, 5]
 
 
@@ -231,6 +233,9 @@ def test_dango_loss_combines_by_schedule():
     for key in ["loss_total", "loss_rec", "loss_int", "loss_rec_weighted", "loss_int_weighted",
                 "alpha", "w_rec", "w_int", "loss_rec_coexpression", "loss_rec_fusion"]:
         assert key in d and isinstance(d[key], float)
+    t = lo.as_dict(tensors=True)
+    assert set(t) == set(d) and all(t[k] == d[k] for k in d)
+    assert isinstance(t["loss_rec"], torch.Tensor) and not t["loss_total"].requires_grad
     lo.total.backward()
     assert out.scores.grad is not None and out.recon_embeddings[out.edge_types[0]].grad is not None
 

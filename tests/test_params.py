@@ -128,7 +128,7 @@ def test_relative_paths_resolve_in_data_dir(tmp_path, monkeypatch):
 
 
 def test_train_section_maps_onto_trainconfig(tmp_path):
-    from dango_nb.training import TrainConfig
+    from dango_nb.train import TrainConfig
 
     p = write(tmp_path, "data: {preset: tiny}\ntrain:\n  epochs: 7\n  lr: 0.01\n  model: {hidden_channels: 16}\n"
                         "schedules: [PreThenPost, PaperTwoStage]\ntransition_epoch: 3\n")

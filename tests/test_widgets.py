@@ -120,7 +120,7 @@ def tiny_study(tmp_path_factory):
 
 
 def test_overfit_runner_trains_with_progress_and_fits_the_batch(tiny_study):
-    from dango_nb.training import TrainConfig
+    from dango_nb.train import TrainConfig
 
     batch = Wd.fixed_batch(tiny_study.triplets, 24, seed=0)
     assert len(batch) == 24 and np.isfinite(batch.targets.numpy()).all()

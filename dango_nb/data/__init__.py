@@ -23,11 +23,11 @@ __all__ = [
 ]
 
 # synthetic.py / study.py exports (owned by another helper) go below this line.
-from dango_nb.data.synthetic import (  # noqa: E402
+from dango_nb.data.synthetic import (
     PRESETS, BenchmarkFiles, ChannelSpec, Preset, SignalSpec, SyntheticStudy, generate_benchmark,
     simulate, with_preset,
 )
-from dango_nb.data.study import Study, benchmark_dir, load_study, load_study_from_files  # noqa: E402
+from dango_nb.data.study import Study, benchmark_dir, load_study, load_study_from_files
 
 __all__ += [
     "PRESETS", "BenchmarkFiles", "ChannelSpec", "Preset", "SignalSpec", "SyntheticStudy",

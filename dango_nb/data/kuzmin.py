@@ -278,7 +278,7 @@ def read_kuzmin_s1(path: str | os.PathLike) -> KuzminScreen:
     disagree = keep & ((trig & ~declared_tri) | (~trig & ~declared_di))
     n_disagree = int(disagree.sum())
 
-    strip = lambda v: (v.strip(),)  # noqa: E731
+    strip = lambda v: (v.strip(),)
     base = pd.DataFrame({
         "query_strain": _per_unique(text["Query strain ID"], strip)[0],
         "array_strain": _per_unique(text["Array strain ID"], strip)[0],

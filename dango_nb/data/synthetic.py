@@ -724,7 +724,7 @@ def _screen(rng, p: Preset, lat: _Latent) -> _Screen:
     c_allele = np.array([f"ho\u0394+{std[x]}\u0394" if h else f"{std[x]}\u0394+ho\u0394"
                          for x, h in zip(q_genes, ho_first)], dtype=object)
 
-    r4 = lambda v: np.round(np.asarray(v, dtype=np.float64), 4)  # noqa: E731
+    r4 = lambda v: np.round(np.asarray(v, dtype=np.float64), 4)
     tri = pd.DataFrame({
         KUZMIN_COLUMNS[0]: q_id[qi], KUZMIN_COLUMNS[1]: q_allele[qi],
         KUZMIN_COLUMNS[2]: s_id[si], KUZMIN_COLUMNS[3]: s_allele[si],

@@ -2,17 +2,36 @@
 
 from __future__ import annotations
 
+import contextlib
+import inspect
+import math
+import typing
 from dataclasses import dataclass
+from typing import Any, Iterator, Mapping
 
 import torch
 from torch import Tensor, nn
 
-from dango_nb.losses import SparseRows
+from dango_nb.models.sparse import SparseRows
 from dango_nb.models.hypersagnn import HyperSAGNN
 from dango_nb.models.meta import MetaEmbedding
-from dango_nb.models.pretrain import DangoPreTrain, EdgeType, GraphInputs
+from dango_nb.models.pretrain import DangoPreTrain, EdgeType, GraphInputs, resolve_activation
 
-__all__ = ["DangoOutput", "Dango"]
+__all__ = ["DangoOutput", "Dango", "eval_mode"]
+
+#: Triplets scored per Hyper-SAGNN call in :meth:`Dango.predict`.
+PREDICT_BATCH_SIZE = 4096
+
+
+@contextlib.contextmanager
+def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
+    """``module.eval()`` inside the block, then the module's previous mode again (also on errors)."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
 
 
 @dataclass
@@ -118,6 +137,51 @@ class Dango(nn.Module):
         state["_cache"] = None
         return state
 
+    @classmethod
+    def hyperparameters(cls) -> dict[str, inspect.Parameter]:
+        """The keyword arguments of ``__init__`` a configuration may set (all but ``gene_num`` and
+        ``edge_types``), by name."""
+        return {name: p for name, p in inspect.signature(cls.__init__).parameters.items()
+                if name not in ("self", "gene_num", "edge_types")}
+
+    @classmethod
+    def check_hyperparameters(cls, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        """Validate ``kwargs`` against ``__init__``'s signature and annotated types before any
+        model is built; ``ValueError`` names the key. Returns a plain dict copy."""
+        params = cls.hyperparameters()
+        hints = typing.get_type_hints(cls.__init__)
+        for key, value in kwargs.items():
+            if key not in params:
+                raise ValueError(f"{key}: unknown key; Dango takes {', '.join(params)}")
+            tp = hints[key]
+            if tp is bool:
+                ok = isinstance(value, bool)
+                expected = "true or false"
+            elif tp is int:
+                ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+                expected = "an integer >= 1"
+            elif tp is float:
+                ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+                expected = "a finite number"
+            else:
+                ok = isinstance(value, tp)
+                expected = f"a {tp.__name__}"
+            if not ok:
+                raise ValueError(f"{key}: expected {expected}, got {value!r}")
+        merged = {name: p.default for name, p in params.items()} | dict(kwargs)
+        try:
+            resolve_activation(merged["activation"])
+        except ValueError:
+            raise ValueError(f"activation: expected a torch activation name such as 'relu', 'gelu' or "
+                             f"'tanh', got {merged['activation']!r}") from None
+        if merged["meta_embedding"] not in MetaEmbedding.MODES:
+            raise ValueError(f"meta_embedding: expected one of {', '.join(MetaEmbedding.MODES)}, "
+                             f"got {merged['meta_embedding']!r}")
+        if merged["hidden_channels"] % merged["num_heads"]:
+            raise ValueError(f"hidden_channels: {merged['hidden_channels']} is not divisible by "
+                             f"num_heads={merged['num_heads']}")
+        return dict(kwargs)
+
     def embed(self, graph) -> tuple[dict[EdgeType, Tensor], Tensor, Tensor]:
         """Channel embeddings, integrated ``(N, H)`` and meta weights ``(N, C)`` of all genes."""
         inputs = self.prepare(graph)
@@ -132,6 +196,30 @@ class Dango(nn.Module):
         if idx.dim() != 2 or idx.size(1) != 3:
             raise ValueError(f"triplet_indices must be (B, 3), got {tuple(idx.shape)}")
         return self.hypersagnn(integrated[idx])
+
+    def embeddings(self, graph) -> Tensor:
+        """Integrated embeddings ``(N, H)`` of all genes, eval mode, no autograd."""
+        inputs = self.prepare(graph)  # outside inference mode: the cached inputs stay trainable
+        with eval_mode(self), torch.inference_mode():
+            return self.embed(inputs)[1]
+
+    def predict(self, graph, triplet_indices: Tensor, batch_size: int = PREDICT_BATCH_SIZE,
+                embeddings: Tensor | None = None) -> Tensor:
+        """Scores ``(M,)`` (the standardised scale the model was trained on) of triplets ``(M, 3)``.
+
+        Eval mode and no autograd; the GNN stage and the meta embedding run once (or not at all
+        when ``embeddings`` from :meth:`embeddings` are given), the Hyper-SAGNN head over chunks of
+        ``batch_size`` triplets, so memory is bounded by the chunk.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if triplet_indices.dim() != 2 or triplet_indices.size(1) != 3:
+            raise ValueError(f"triplet_indices must be (M, 3), got {tuple(triplet_indices.shape)}")
+        integrated = self.embeddings(graph) if embeddings is None else embeddings
+        with eval_mode(self), torch.inference_mode():
+            out = [self.score(integrated, triplet_indices[s:s + batch_size])
+                   for s in range(0, triplet_indices.size(0), batch_size)]
+        return torch.cat(out) if out else integrated.new_zeros(0)
 
     def forward(self, graph, triplet_indices: Tensor | None = None, recon_rows: Tensor | None = None,
                 reconstruction: bool = True, local: bool = False) -> DangoOutput:

@@ -26,10 +26,12 @@ class MetaEmbedding(nn.Module):
         output: ``integrated (N, H)``, ``weights (N, C)`` (rows sum to 1)
     """
 
+    MODES = ("attention", "mean")
+
     def __init__(self, hidden_channels: int, mode: str = "attention", meta_hidden: int | None = None,
                  activation: str = "relu"):
         super().__init__()
-        if mode not in ("attention", "mean"):
+        if mode not in self.MODES:
             raise ValueError(f"meta embedding mode must be 'attention' or 'mean', got {mode!r}")
         self.mode = mode
         self.hidden_channels = int(hidden_channels)

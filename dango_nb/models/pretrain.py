@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from torch_geometric.nn import SAGEConv
 from torch_geometric.nn.resolver import activation_resolver
 
-from dango_nb.losses import SparseRows, _quiet_sparse, gather_rows
+from dango_nb.models.sparse import SparseRows, gather_rows, quiet_sparse
 
 __all__ = ["EdgeType", "normalize_edge_types", "resolve_activation", "GraphInputs", "prepare_graph",
            "DangoPreTrain"]
@@ -95,7 +95,7 @@ class _RowSpMM(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, crow: Tensor, col: Tensor, val: Tensor, x: Tensor) -> Tensor:
-        with _quiet_sparse():
+        with quiet_sparse():
             a = torch.sparse_csr_tensor(crow, col, val, (crow.numel() - 1, x.size(0)))
         ctx.save_for_backward(crow, col, val)
         ctx.num_cols = x.size(0)
@@ -111,13 +111,13 @@ class _RowSpMM(torch.autograd.Function):
         order = torch.argsort(col, stable=True)
         counts = torch.bincount(col, minlength=n_cols)
         crow_t = torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])
-        with _quiet_sparse():
+        with quiet_sparse():
             at = torch.sparse_csr_tensor(crow_t, row[order], val[order], (n_cols, n_rows))
         return None, None, None, torch.sparse.mm(at, grad.contiguous())
 
 
 def _csr(row: Tensor, col: Tensor, val: Tensor, size: tuple[int, int]) -> Tensor:
-    with _quiet_sparse():
+    with quiet_sparse():
         return torch.sparse_coo_tensor(torch.stack([row, col]), val, size).coalesce().to_sparse_csr()
 
 
@@ -349,7 +349,3 @@ class DangoPreTrain(nn.Module):
         agg = _RowSpMM.apply(sl.crow, lut[sl.col], sl.value, h1).view(c, g, h)
         root = h1[lut[out_rows]].view(c, g, h)
         return self.act(torch.baddbmm(bl, agg, wl) + torch.bmm(root, wr))
-
-    def reconstruct(self, embeddings: dict[EdgeType, Tensor], rows: Tensor) -> dict[EdgeType, Tensor]:
-        """Dense reconstructions ``(R, N)`` of rows ``rows`` (R,) per channel (plots, AUROC)."""
-        return {et: self.head(et)(embeddings[et][rows]) for et in self.edge_types}

@@ -206,7 +206,7 @@ def ui_notebook(lab_workdir, ui_timings) -> Path:
     ``../params/<stem>.yaml`` is the tiny set), and ``root/reports/`` the lambdas.json that the
     lambda notebook writes (run here headless through ``dango_nb.report``, as `make report` does).
     Returns the notebook's path relative to the server root."""
-    from dango_nb import report  # noqa: PLC0415 - imports papermill; only when the test runs
+    from dango_nb import report
 
     root = lab_workdir / "root"
     src = Path(os.environ.get("DANGO_UI_NOTEBOOK", REPO / "notebooks" / f"{NOTEBOOK_STEM}.ipynb"))

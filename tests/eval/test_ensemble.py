@@ -1,10 +1,9 @@
 import numpy as np
-import pandas as pd
 import pytest
 from scipy import stats
 
 from dango_nb import metrics as M
-from dango_nb.ensemble import combine, ensemble_gain, spread_calibration_table, spread_error_table
+from dango_nb.eval.ensemble import combine, ensemble_gain, spread_calibration_table, spread_error_table
 
 
 def members(seed=0, k=5, n=2000):

@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from dango_nb.models import eval_mode
+
 __all__ = ["EdgeHoldout", "holdout_edges", "heldout_auroc", "GeneEmbeddings", "gene_embeddings",
            "module_knn_agreement"]
 
@@ -33,7 +35,7 @@ class EdgeHoldout:
     seed: int
 
     def table(self) -> pd.DataFrame:
-        from .data.graph import channel_of  # noqa: PLC0415
+        from dango_nb.data.graph import channel_of
 
         rows = []
         for et, pairs in self.heldout.items():
@@ -118,16 +120,13 @@ def heldout_auroc(model, holdout: EdgeHoldout, negatives_per_positive: int = 1, 
 
     Returns columns ``channel, held_out, negatives, auroc, mean_score_edges, mean_score_non_edges``.
     """
-    from sklearn.metrics import roc_auc_score  # noqa: PLC0415
+    from sklearn.metrics import roc_auc_score
 
-    from .data.graph import channel_of  # noqa: PLC0415
+    from dango_nb.data.graph import channel_of
 
-    was_training = model.training
-    model.eval()
-    try:
-        emb = model.pretrain(model.prepare(holdout.train_graph))
-    finally:
-        model.train(was_training)
+    inputs = model.prepare(holdout.train_graph)
+    with eval_mode(model):
+        emb = model.pretrain(inputs)
     rng = np.random.default_rng(seed)
     n_nodes = int(holdout.full_graph["gene"].num_nodes)
     rows = []
@@ -164,14 +163,10 @@ class GeneEmbeddings:
 @torch.no_grad()
 def gene_embeddings(model, cell_graph) -> GeneEmbeddings:
     """Integrated embeddings and meta-embedding weights of every gene (eval mode)."""
-    from .data.graph import channel_of  # noqa: PLC0415
+    from dango_nb.data.graph import channel_of
 
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         _, integrated, weights = model.embed(cell_graph)
-    finally:
-        model.train(was_training)
     return GeneEmbeddings(integrated.cpu().numpy().astype(np.float64), weights.cpu().numpy().astype(np.float64),
                           [channel_of(et) for et in model.edge_types], list(cell_graph["gene"].node_ids))
 
@@ -180,7 +175,7 @@ def module_knn_agreement(embeddings, labels, k: int = 10) -> tuple[float, float]
     """How well embeddings group genes by module: the mean fraction of each labelled gene's ``k``
     nearest labelled neighbours (cosine) that share its module, and the same fraction expected by
     chance (sum of squared module shares, leaving the gene out). Genes with no label are ignored."""
-    from sklearn.neighbors import NearestNeighbors  # noqa: PLC0415
+    from sklearn.neighbors import NearestNeighbors
 
     lab = pd.Series(np.asarray(labels, dtype=object))
     ok = ~(lab.isna() | lab.astype(str).isin(["", "-1", "none", "None"])).to_numpy()

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 from torch_geometric.data import HeteroData
 
-from dango_nb import embeddings as E
+from dango_nb.eval import embeddings as E
 
 ET = ("gene", "string9_1_coexpression", "gene")
 ET2 = ("gene", "string9_1_fusion", "gene")

@@ -9,11 +9,11 @@ import torch
 
 from dango_nb.data.study import load_study
 from dango_nb.errors import TrainingDivergedError
-from dango_nb.losses import SparseRows
-from dango_nb.models import Dango
-from dango_nb.training import (
-    HISTORY_COLUMNS, TargetScaler, TrainConfig, evaluate, fit, list_checkpoints, load_checkpoint,
-    overfit_batch, predict, pretrain, resolve_device,
+from dango_nb.eval.predict import evaluate, predict
+from dango_nb.models import Dango, SparseRows
+from dango_nb.train import (
+    HISTORY_COLUMNS, TargetScaler, TrainConfig, fit, list_checkpoints, load_checkpoint, overfit_batch, pretrain,
+    resolve_device,
 )
 
 LAMBDAS = {"neighborhood": 1.0, "fusion": 1.0, "cooccurence": 1.0, "coexpression": 0.1,

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dango_nb.baselines import AdditiveGeneModel
+from dango_nb.eval.baselines import AdditiveGeneModel
 from dango_nb.errors import DataFormatError
-from dango_nb.predict import (BaselineScorer, iter_triplet_chunks, n_triplets, read_gene_list,
+from dango_nb.eval.predict import (BaselineScorer, iter_triplet_chunks, n_triplets, read_gene_list,
                               read_triplet_list, score_all_triplets, score_triplets, unrank_triplets,
                               write_predictions)
 
@@ -136,7 +136,7 @@ def test_reading_gene_and_triplet_lists(tmp_path):
 def trained_run(tmp_path_factory):
     from dango_nb.__main__ import lambdas_for_study
     from dango_nb.data.study import load_study
-    from dango_nb.training import TrainConfig, fit
+    from dango_nb.train import TrainConfig, fit
 
     data_dir = tmp_path_factory.getbasetemp() / "dango_data"
     study = load_study("tiny", 0, data_dir)
@@ -150,8 +150,8 @@ def trained_run(tmp_path_factory):
 
 
 def test_ensemble_scorer_from_run_directory(trained_run):
-    from dango_nb.ensemble import EnsembleScorer
-    from dango_nb.training import list_checkpoints
+    from dango_nb.eval.ensemble import EnsembleScorer
+    from dango_nb.train import list_checkpoints
 
     study, ckpt, _ = trained_run
     scorer = EnsembleScorer.from_checkpoints([ckpt], study.cell_graph)
@@ -160,9 +160,9 @@ def test_ensemble_scorer_from_run_directory(trained_run):
     out = score_all_triplets(scorer, genes, threshold=None, chunk_size=25, progress=False)
     assert len(out) == math.comb(9, 3)
     assert (out["spread"] > 0).all()
-    # the cached-embedding path equals training.predict member by member
-    from dango_nb.ensemble import member_predictions
-    from dango_nb.predict import unrank_triplets
+    # the cached-embedding path equals eval.predict.predict member by member
+    from dango_nb.eval.ensemble import member_predictions
+    from dango_nb.eval.predict import unrank_triplets
 
     idx = unrank_triplets(len(study.genes), np.arange(0, 50_000, 97))
     assert np.allclose(scorer.member_predictions(idx),
@@ -180,7 +180,7 @@ def test_ensemble_scorer_from_run_directory(trained_run):
 
 def test_cli_predict_genes_and_triplets(trained_run, tmp_path, capsys):
     from dango_nb.__main__ import main
-    from dango_nb.ensemble import EnsembleScorer
+    from dango_nb.eval.ensemble import EnsembleScorer
 
     study, ckpt, data_dir = trained_run
     genes = study.genes[10:20]
@@ -217,7 +217,7 @@ def test_cli_predict_genes_and_triplets(trained_run, tmp_path, capsys):
     # a checkpoint that recorded no data source needs one on the command line
     import torch
 
-    from dango_nb.training import list_checkpoints
+    from dango_nb.train import list_checkpoints
 
     saved = torch.load(list_checkpoints(ckpt)["path"].iloc[0], map_location="cpu", weights_only=True)
     saved.pop("source")
@@ -231,7 +231,7 @@ def test_cli_predict_uses_recorded_source_and_checks_gene_names(trained_run, tmp
     import torch
 
     from dango_nb.__main__ import main
-    from dango_nb.training import list_checkpoints
+    from dango_nb.train import list_checkpoints
 
     study, ckpt, data_dir = trained_run
     best = list_checkpoints(ckpt)["path"].iloc[0]

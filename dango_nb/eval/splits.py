@@ -24,10 +24,14 @@ the paper's setting: ``round(n_screened * 40 / 1400)`` and ``round(n_screened * 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from dango_nb.data.triplets import as_index_array
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 SPLITS = ("random", "gene1", "gene2")
 # The paper's setting, used to scale the number of test genes on smaller studies.
@@ -177,7 +181,7 @@ def make_splits(split: str, triplets, n_folds: int = 5, seed: int = 0, val_fract
     raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
 
 
-def split_table(folds: list[Fold]) -> "pd.DataFrame":  # noqa: F821
+def split_table(folds: list[Fold]) -> "pd.DataFrame":
     """One row per fold with the part sizes (for reports)."""
     import pandas as pd
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from dango_nb.splits import (Fold, default_n_test_genes, gene_split1, gene_split2, make_splits,
+from dango_nb.eval.splits import (Fold, default_n_test_genes, gene_split1, gene_split2, make_splits,
                              random_kfold, screened_genes, split_table)
 
 
@@ -19,7 +19,7 @@ def test_random_kfold_partitions_and_groups_repeated_triples():
     assert [f.fold for f in folds] == list(range(5))
     tests = np.concatenate([f.test for f in folds])
     assert np.array_equal(np.sort(tests), np.arange(len(idx)))  # every triplet tested exactly once
-    key = lambda rows: {tuple(sorted(t)) for t in idx[rows]}  # noqa: E731
+    key = lambda rows: {tuple(sorted(t)) for t in idx[rows]}
     for f in folds:
         f.check(len(idx))
         assert not (set(f.train) & set(f.val) or set(f.train) & set(f.test) or set(f.val) & set(f.test))

@@ -1,9 +1,10 @@
-"""Score triplets by gene name: a given list, or every triplet among a gene set in chunks.
+"""Prediction: tau of triplets from a trained model (:func:`predict`), and scoring by gene name,
+a given list or every triplet among a gene set in chunks.
 
 A *scorer* is anything with ``genes`` (the model's gene vocabulary, index = gene id) and
 ``score(indices (M, 3) int64) -> (prediction (M,), spread (M,))`` on the tau scale; spread is the
 standard deviation across ensemble members (0 for a single model).
-:class:`dango_nb.ensemble.EnsembleScorer` is the DANGO one; :class:`BaselineScorer` wraps any
+:class:`dango_nb.eval.ensemble.EnsembleScorer` is the DANGO one; :class:`BaselineScorer` wraps any
 fitted baseline.
 
 All triplets among n genes are enumerated lexicographically in index space (same order as
@@ -21,9 +22,40 @@ import numpy as np
 import pandas as pd
 
 from dango_nb.fileio import atomic_write_table
+from dango_nb.metrics import STRONG_THRESHOLD
 
-STRONG_THRESHOLD = -0.05
+__all__ = ["STRONG_THRESHOLD", "OUTPUT_COLUMNS", "TripletScorer", "BaselineScorer", "predict", "evaluate",
+           "n_triplets", "unrank_triplets", "iter_triplet_chunks", "score_triplets", "score_all_triplets",
+           "write_predictions", "read_gene_list", "read_triplet_list"]
 OUTPUT_COLUMNS = ("gene1", "gene2", "gene3", "prediction", "spread")
+
+
+def _as_indices(indices):
+    import torch
+
+    if hasattr(indices, "indices") and hasattr(indices, "targets"):  # TripletTensors
+        indices = indices.indices
+    idx = torch.as_tensor(np.asarray(indices) if not isinstance(indices, torch.Tensor) else indices)
+    if idx.dim() != 2 or idx.size(1) != 3:
+        raise ValueError(f"triplet indices must be (N, 3), got {tuple(idx.shape)}")
+    return idx.long()
+
+
+def predict(model, cell_graph, indices, scaler, batch_size: int = 4096) -> np.ndarray:
+    """Predicted tau ``(N,)`` for triplets ``indices`` (N, 3) (tensor, array or ``TripletTensors``)
+    of a :class:`~dango_nb.models.Dango` (:meth:`~dango_nb.models.Dango.predict`) mapped back by its
+    target scaler; ``scaler=None`` returns the raw (standardised) scores."""
+    z = model.predict(cell_graph, _as_indices(indices), batch_size).double().cpu().numpy()
+    return scaler.inverse_transform(z) if scaler is not None else z
+
+
+def evaluate(model, cell_graph, triplets, scaler, batch_size: int = 4096) -> dict[str, float]:
+    """``{"pearson", "spearman", "mse"}`` of :func:`predict` against ``triplets.targets`` (tau scale)."""
+    from dango_nb.train.loop import regression_metrics
+
+    pred = predict(model, cell_graph, triplets, scaler, batch_size)
+    r, rho, mse = regression_metrics(triplets.targets.cpu().numpy(), pred)
+    return {"pearson": r, "spearman": rho, "mse": mse}
 
 
 class TripletScorer(Protocol):

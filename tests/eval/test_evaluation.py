@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import math
 
@@ -5,9 +6,24 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dango_nb import evaluation as E
+from dango_nb import eval as E
 from dango_nb import metrics as M
-from dango_nb.splits import make_splits
+from dango_nb.eval.registry import MODELS
+from dango_nb.eval.splits import make_splits
+
+
+@pytest.fixture
+def registered():
+    """Register test models for one test and remove them afterwards."""
+    names = []
+
+    def add(name, fn):
+        E.register_model(name, fn)
+        names.append(name)
+
+    yield add
+    for name in names:
+        MODELS.pop(name, None)
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +41,7 @@ def lambdas(study):
 
 
 def tiny_config(**kw):
-    from dango_nb.training import TrainConfig
+    from dango_nb.train import TrainConfig
 
     base = dict(epochs=3, transition_epoch=1, batch_size=128, progress=False, keep_top_k=2,
                 model={"hidden_channels": 16, "num_heads": 2, "num_layers": 1})
@@ -79,9 +95,9 @@ def test_same_seed_same_numbers(study):
     pd.testing.assert_frame_equal(a.drop(columns="fit_s"), b.drop(columns="fit_s"))
 
 
-def test_models_never_see_test_data(study, monkeypatch, lambdas):
+def test_models_never_see_test_data(study, monkeypatch, lambdas, registered):
     """Selection (fitting, early stopping, checkpoint choice) only receives train/val triplets."""
-    from dango_nb import training
+    from dango_nb import train as training
 
     tau = study.triplets.targets.numpy()
     idx = study.triplets.indices.numpy()
@@ -101,10 +117,11 @@ def test_models_never_see_test_data(study, monkeypatch, lambdas):
         return real_fit(cell_graph, train, val, config, lam, **kw)
 
     monkeypatch.setattr(training, "fit", fit_spy)
-    E.run_evaluation(study, models={"spy": spy, "dango": None}, n_folds=5, folds=[0], config=tiny_config(epochs=1),
+    registered("spy", spy)
+    E.run_evaluation(study, models=["spy", "dango"], n_folds=5, folds=[0], config=tiny_config(epochs=1),
                      lambdas=lambdas, n_boot=0, out_dir=None, progress=False)
     assert len(seen) == 3 and len(fits) == 3
-    key = lambda a: {tuple(sorted(t)) for t in a.tolist()}  # noqa: E731
+    key = lambda a: {tuple(sorted(t)) for t in a.tolist()}
     for (split, fold, train, val, test), (ftrain, fval) in zip(seen, fits):
         assert np.array_equal(train, ftrain) and np.array_equal(val, fval)
         folds = make_splits(split, study.triplets, n_folds=5, seed=0)
@@ -143,15 +160,19 @@ def test_dango_single_ensemble_and_ablations(study, lambdas, tmp_path):
         assert not np.allclose(preds["dango"], preds[name]), name
 
 
-def test_bad_arguments_and_failure_keeps_old_table(study, tmp_path):
+def test_bad_arguments_and_failure_keeps_old_table(study, tmp_path, registered):
     with pytest.raises(ValueError, match="unknown model"):
         E.run_evaluation(study, models=["dango_turbo"], out_dir=None, progress=False)
     with pytest.raises(ValueError, match="lambdas"):
         E.run_evaluation(study, models=["dango"], out_dir=None, progress=False)
     with pytest.raises(ValueError, match="unknown split"):
         E.run_evaluation(study, splits=["genes"], models=["mean"], out_dir=None, progress=False)
-    with pytest.raises(ValueError, match="channel"):
+    with pytest.raises(ValueError, match="unknown model"):
         E.run_evaluation(study, models=["dango_single_telepathy"], lambdas={"x": 1.0}, out_dir=None, progress=False)
+    one_channel = dataclasses.replace(study, cell_graph=E.restrict_channels(study.cell_graph, ["coexpression"]))
+    with pytest.raises(ValueError, match="channel 'fusion' not in the cell graph"):
+        E.run_evaluation(one_channel, models=["dango_single_fusion"], lambdas={"x": 1.0}, out_dir=None,
+                         progress=False)
     out = tmp_path / "ev"
     E.run_evaluation(study, splits=["random"], models=["mean"], n_folds=2, n_boot=0, out_dir=out, progress=False)
     before = (out / "metrics.csv").read_text()
@@ -159,19 +180,33 @@ def test_bad_arguments_and_failure_keeps_old_table(study, tmp_path):
     def broken(data):
         raise RuntimeError("model exploded")
 
+    registered("broken", broken)
     with pytest.raises(RuntimeError, match="exploded"):
-        E.run_evaluation(study, splits=["random"], models={"mean": None, "broken": broken}, n_folds=2,
+        E.run_evaluation(study, splits=["random"], models=["mean", "broken"], n_folds=2,
                          out_dir=out, progress=False)
     assert (out / "metrics.csv").read_text() == before
 
 
-def test_dango_variant_names():
-    assert E.dango_variant("dango") == {} and E.dango_variant("dango_ensemble") == {}
-    assert E.dango_variant("dango_no_pretrain") == {"schedule": "InteractionOnly"}
-    assert E.dango_variant("dango_mean_meta") == {"model": {"meta_embedding": "mean"}}
-    assert E.dango_variant("dango_single_database") == {"channel": "database"}
-    assert E.dango_variant("dango_PaperTwoStage") == {"schedule": "PaperTwoStage"}
-    assert E.dango_variant("additive") is None and E.dango_variant("dango_nonsense") is None
+def test_dango_variants_are_registrations():
+    V = E.DangoVariant
+    assert E.get_model("dango").variant == V() and E.get_model("dango_ensemble").variant == V()
+    assert E.get_model("dango_no_pretrain").variant == V(schedule="InteractionOnly")
+    assert E.get_model("dango_mean_meta").variant == V(model=(("meta_embedding", "mean"),))
+    assert E.get_model("dango_single_database").variant == V(channel="database")
+    assert E.get_model("dango_PaperTwoStage").variant == V(schedule="PaperTwoStage")
+    assert E.get_model("additive").variant is None and not E.get_model("additive").trains_dango
+    with pytest.raises(ValueError, match="unknown model 'dango_nonsense'"):
+        E.get_model("dango_nonsense")
+    with pytest.raises(ValueError, match="already registered"):
+        E.register_model("mean", lambda data: None)
+
+
+def test_one_registration_is_validated_everywhere(registered):
+    """A new model is one registration: options (params files, the CLI) accept it from then on."""
+    with pytest.raises(ValueError, match="unknown model"):
+        E.EvaluationOptions(models=["median"])
+    registered("median", lambda data: np.zeros(len(data.test_indices)))
+    assert E.EvaluationOptions(models=["median"]).models == ["median"]
 
 
 def test_restrict_channels(study):

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from dango_nb.baselines import (AdditiveGeneModel, EmbeddingMLP, MeanPredictor, PairwiseAdditiveModel,
+from dango_nb.eval.baselines import (AdditiveGeneModel, EmbeddingMLP, MeanPredictor, PairwiseAdditiveModel,
                                 sorted_triplet_features)
 
 

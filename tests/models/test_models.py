@@ -45,10 +45,13 @@ def test_pretrain_shapes_and_reconstruction():
     assert list(emb) == edge_types(g)
     assert all(v.shape == (40, 16) for v in emb.values())
     rows = torch.tensor([3, 0, 17])
-    rec = m.reconstruct(emb, rows)
+    d = Dango(40, edge_types(g), hidden_channels=16, num_heads=2)
+    rec = d(g, None, recon_rows=rows).reconstructions()
+    emb_d = d.pretrain(g)
     for et in edge_types(g):
+        head = d.pretrain.head(et)
         assert rec[et].shape == (3, 40)
-        torch.testing.assert_close(rec[et], emb[et][rows] @ m.head(et).weight.t() + m.head(et).bias)
+        torch.testing.assert_close(rec[et], emb_d[et][rows] @ head.weight.t() + head.bias)
     assert m.head(edge_types(g)[0]).weight.shape == (40, 16)
     with pytest.raises(ValueError, match="genes"):
         DangoPreTrain(41, edge_types(g), 16).prepare(g)
@@ -402,3 +405,68 @@ def test_local_forward_skips_genes_outside_the_neighbourhood():
     assert 0 < sum(seen) < len(LOCAL_CHANNELS) * n  # fewer (channel, gene) pairs than the full layer 1
     full = m.pretrain(inputs)
     torch.testing.assert_close(stacked, torch.stack([full[et][[0, 1]] for et in m.edge_types]))
+
+
+def test_eval_mode_restores_the_previous_mode_even_on_error():
+    from dango_nb.models import eval_mode
+
+    m = torch.nn.Dropout(0.5)
+    with eval_mode(m):
+        assert not m.training
+    assert m.training
+    m.eval()
+    with pytest.raises(RuntimeError), eval_mode(m):
+        raise RuntimeError
+    assert not m.training
+    m.train()
+    with pytest.raises(RuntimeError), eval_mode(m):
+        raise RuntimeError
+    assert m.training
+
+
+def test_predict_scores_in_chunks_like_the_forward_pass():
+    g = make_graph(seed=2)
+    torch.manual_seed(0)
+    m = Dango(40, edge_types(g), hidden_channels=16, num_heads=2)
+    trip = torch.randint(0, 40, (37, 3))
+    m.eval()
+    with torch.no_grad():
+        ref = m(g, trip, reconstruction=False).scores
+    m.train()
+    got = m.predict(g, trip, batch_size=5)
+    assert m.training  # mode restored
+    assert not got.requires_grad and got.shape == (37,)
+    torch.testing.assert_close(got, ref)
+    torch.testing.assert_close(m.predict(g, trip, embeddings=m.embeddings(g)), ref)
+    assert m.predict(g, trip[:0]).shape == (0,)
+    # the cached graph inputs built by predict stay usable for training (not inference tensors)
+    out = m(g, trip, local=True)
+    out.scores.sum().backward()
+    with pytest.raises(ValueError, match="batch_size"):
+        m.predict(g, trip, batch_size=0)
+    with pytest.raises(ValueError, match=r"\(M, 3\)"):
+        m.predict(g, trip[:, :2])
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"hidden_channels": "sixteen"}, "hidden_channels: expected an integer >= 1, got 'sixteen'"),
+    ({"hidden_channels": 0}, "hidden_channels: expected an integer >= 1, got 0"),
+    ({"activation": "bogus"}, "activation: expected a torch activation name"),
+    ({"meta_embedding": "max"}, "meta_embedding: expected one of attention, mean"),
+    ({"hidden_channels": 10, "num_heads": 4}, "not divisible by num_heads=4"),
+    ({"batched": 1}, "batched: expected true or false"),
+    ({"beta_init": float("nan")}, "beta_init: expected a finite number"),
+    ({"hidden_size": 8}, "hidden_size: unknown key; Dango takes hidden_channels"),
+])
+def test_hyperparameters_checked_against_the_signature(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        Dango.check_hyperparameters(kwargs)
+
+
+def test_hyperparameters_are_the_init_signature():
+    import inspect
+
+    names = [p for p in inspect.signature(Dango.__init__).parameters if p not in ("self", "gene_num", "edge_types")]
+    assert list(Dango.hyperparameters()) == names
+    assert Dango.check_hyperparameters({"hidden_channels": 8, "num_heads": 2, "activation": "gelu"}) == {
+        "hidden_channels": 8, "num_heads": 2, "activation": "gelu"}

@@ -29,6 +29,7 @@ import scipy.sparse as sp
 from sklearn.linear_model import Ridge
 
 from dango_nb.data.triplets import as_index_array
+from dango_nb.metrics import mse
 
 DEFAULT_ALPHAS = (0.01, 0.1, 1.0, 10.0, 100.0)
 
@@ -87,7 +88,7 @@ class _RidgeOnDesign:
         best = None
         for a in self.alphas:
             model = self._ridge(a).fit(X, y)
-            err = float(np.mean((model.predict(Xv) - yv) ** 2))
+            err = mse(yv, model.predict(Xv))
             self.val_mse_[a] = err
             if best is None or err < best[0]:
                 best = (err, a, model)
@@ -196,12 +197,6 @@ def sorted_triplet_features(embeddings: np.ndarray, indices) -> np.ndarray:
     return np.sort(e, axis=1).reshape(len(idx), -1)
 
 
-def concat_triplet_features(embeddings: np.ndarray, indices) -> np.ndarray:
-    """(M, 3H) features: the three genes' embeddings concatenated in the order given."""
-    idx = as_index_array(indices)
-    return np.asarray(embeddings)[idx].reshape(len(idx), -1)
-
-
 class EmbeddingMLP:
     """A small torch MLP on the integrated embeddings of the three genes.
 
@@ -299,7 +294,7 @@ class EmbeddingMLP:
                 opt.step()
             if vi is None:
                 continue
-            err = float(np.mean((self._predict_std(net, vi) * self.y_std_ + self.y_mean_ - yv) ** 2))
+            err = mse(yv, self._predict_std(net, vi) * self.y_std_ + self.y_mean_)
             self.val_mse_.append(err)
             if err < best_err:
                 best_err, best_epoch, since = err, epoch, 0
@@ -323,16 +318,7 @@ class EmbeddingMLP:
 
 def integrated_embeddings(model, cell_graph) -> np.ndarray:
     """(n_genes, H) integrated (meta-embedding) gene embeddings of a DANGO model, eval mode."""
-    import torch
-
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            _, integrated, _ = model.embed(cell_graph)
-    finally:
-        model.train(was_training)
-    return integrated.detach().cpu().numpy().astype(np.float64)
+    return model.embeddings(cell_graph).cpu().numpy().astype(np.float64)
 
 
 BASELINES = {

@@ -43,7 +43,7 @@ def member_predictions(members: Sequence[Member], cell_graph, indices, batch_siz
     """(K, M) tau-scale predictions of each member for ``indices`` (M, 3)."""
     import torch
 
-    from dango_nb.training import predict
+    from dango_nb.eval.predict import predict
 
     idx = indices if isinstance(indices, torch.Tensor) else torch.as_tensor(np.asarray(indices))
     idx = idx.long()
@@ -52,7 +52,7 @@ def member_predictions(members: Sequence[Member], cell_graph, indices, batch_siz
 
 
 class EnsembleScorer:
-    """A :class:`dango_nb.predict.TripletScorer` over DANGO members (one member: spread 0)."""
+    """A :class:`dango_nb.eval.predict.TripletScorer` over DANGO members (one member: spread 0)."""
 
     def __init__(self, members: Sequence[Member], cell_graph, genes: Sequence[str] | None = None,
                  batch_size: int = 4096):
@@ -67,14 +67,7 @@ class EnsembleScorer:
         """Integrated embeddings (N, H) of every member, computed once: scoring many chunks then
         only runs the Hyper-SAGNN head (the GNN stage does not depend on the triplets)."""
         if getattr(self, "_integrated", None) is None:
-            import torch
-
-            out = []
-            with torch.no_grad():
-                for m in self.members:
-                    m.model.eval()
-                    out.append(m.model.embed(self.cell_graph)[1])
-            self._integrated = out
+            self._integrated = [m.model.embeddings(self.cell_graph) for m in self.members]
         return self._integrated
 
     def member_predictions(self, indices) -> np.ndarray:
@@ -84,12 +77,9 @@ class EnsembleScorer:
         idx = indices if isinstance(indices, torch.Tensor) else torch.as_tensor(np.asarray(indices))
         idx = idx.long()
         rows = []
-        with torch.no_grad():
-            for m, emb in zip(self.members, self._embeddings()):
-                i = idx.to(emb.device)
-                z = torch.cat([m.model.hypersagnn(emb[i[s:s + self.batch_size]])
-                               for s in range(0, len(i), self.batch_size)]) if len(i) else emb.new_zeros(0)
-                rows.append(np.asarray(m.scaler.inverse_transform(z.double().cpu().numpy()), dtype=np.float64))
+        for m, emb in zip(self.members, self._embeddings()):
+            z = m.model.predict(self.cell_graph, idx, self.batch_size, embeddings=emb)
+            rows.append(np.asarray(m.scaler.inverse_transform(z.double().cpu().numpy()), dtype=np.float64))
         return np.stack(rows)
 
     def score(self, indices) -> tuple[np.ndarray, np.ndarray]:
@@ -98,13 +88,13 @@ class EnsembleScorer:
     @classmethod
     def from_checkpoints(cls, paths: Sequence[str | os.PathLike], cell_graph, device: str = "cpu",
                          top_k: int | None = None, batch_size: int = 4096) -> "EnsembleScorer":
-        """Members from checkpoints written by :func:`dango_nb.training.fit`.
+        """Members from checkpoints written by :func:`dango_nb.train.fit`.
 
         A file is one member; a run directory stands for its kept top-k checkpoints (best first,
         at most ``top_k`` of them). ``cell_graph`` must be the graph the runs were trained on
         (checkpoints hold weights, not graphs); its gene count is checked against each model.
         """
-        from dango_nb.training import load_checkpoint
+        from dango_nb.train import load_checkpoint
 
         members = []
         for path in checkpoint_files(paths, top_k):
@@ -119,7 +109,7 @@ class EnsembleScorer:
 
 def checkpoint_files(paths: Sequence[str | os.PathLike], top_k: int | None = None) -> list[Path]:
     """Expand run directories into their top-k checkpoint files (best first); files stay as they are."""
-    from dango_nb.training import list_checkpoints
+    from dango_nb.train import list_checkpoints
 
     files: list[Path] = []
     for p in paths:

@@ -1,0 +1,82 @@
+"""The evaluation's options: one typed definition that the library, params files
+(``evaluation:`` in ``04_evaluation.yaml``) and the command line all build and validate."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import dango_nb.eval.runners  # noqa: F401  (registers the built-in models)
+from dango_nb.eval.registry import DEFAULT_MODELS, check_model_names
+from dango_nb.eval.splits import SPLITS
+
+__all__ = ["CI_METRICS", "EvaluationOptions"]
+
+CI_METRICS = ("pearson", "spearman", "mse", "auroc")
+
+
+@dataclass
+class EvaluationOptions:
+    """What :func:`~dango_nb.eval.runner.run_evaluation` runs.
+
+    Args:
+        splits: some of ``random``, ``gene1``, ``gene2`` (:mod:`dango_nb.eval.splits`).
+        models: registered model names (:mod:`dango_nb.eval.registry`).
+        n_folds: folds per split (k of the random k-fold; independent gene draws for gene1/gene2).
+        folds: which of the ``n_folds`` folds run (``None``: all; fewer folds, faster report).
+        val_fraction: part of each training part held out for validation.
+        n_test_genes: gene-split size overrides, e.g. ``{gene1: 40, gene2: 400}`` on real data
+            (default: scaled, see :func:`dango_nb.eval.splits.default_n_test_genes`).
+        ensemble_seeds / ensemble_top_k: seeds averaged by ``dango_ensemble`` and checkpoints per
+            seed (``None``: all the run kept, ``TrainConfig.keep_top_k``).
+        pretrain_epochs: epochs of the label-free pre-training behind ``mlp_embeddings``
+            (``None``: ``TrainConfig.transition_epoch``, else 10).
+        mlp_embeddings: ``EmbeddingMLP`` keyword arguments over its defaults.
+        mlp_embeddings_source: ``pretrain`` (label free) or ``dango`` (the fold's trained DANGO).
+        baseline_options: per baseline name, keyword arguments of its class.
+        n_boot: bootstrap resamples for the ``<metric>_ci_low/_ci_high`` columns (0 = none).
+        ci_metrics: metrics that get bootstrap intervals.
+        n_balanced_repeats: class-balanced subsamples averaged for ``auroc_balanced`` /
+            ``auprc_balanced``.
+        keep_checkpoints: keep the checkpoints of the runs the ensemble uses under
+            ``out_dir/checkpoints`` (default: a temporary folder, removed at the end); training
+            resumes from kept checkpoints, so a rerun with identical settings reuses them.
+    """
+
+    splits: list[str] = field(default_factory=lambda: list(SPLITS))
+    models: list[str] = field(default_factory=lambda: list(DEFAULT_MODELS))
+    n_folds: int = 5
+    folds: list[int] | None = None
+    val_fraction: float = 0.1
+    n_test_genes: dict[str, int] | None = None
+    ensemble_seeds: int = 3
+    ensemble_top_k: int | None = None
+    pretrain_epochs: int | None = None
+    mlp_embeddings: dict[str, Any] | None = None
+    mlp_embeddings_source: Literal["pretrain", "dango"] = "pretrain"
+    baseline_options: dict[str, dict[str, Any]] | None = None
+    n_boot: int = 200
+    ci_metrics: list[str] = field(default_factory=lambda: list(CI_METRICS))
+    n_balanced_repeats: int = 10
+    keep_checkpoints: bool = False
+
+    def __post_init__(self):
+        self.splits, self.models = list(self.splits), list(self.models)
+        bad = [s for s in self.splits if s not in SPLITS]
+        if bad:
+            raise ValueError(f"unknown split(s) {bad}; known: {', '.join(SPLITS)}")
+        check_model_names(self.models)
+        if self.n_folds < 2 or any(not 0 <= f < self.n_folds for f in (self.folds or [])):
+            raise ValueError(f"need n_folds >= 2 and every fold in 0..{self.n_folds - 1}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if self.ensemble_seeds < 1:
+            raise ValueError(f"ensemble_seeds must be >= 1, got {self.ensemble_seeds}")
+        if self.mlp_embeddings_source not in ("pretrain", "dango"):
+            raise ValueError(f"mlp_embeddings_source must be 'pretrain' or 'dango', got {self.mlp_embeddings_source!r}")
+        if self.n_boot < 0:
+            raise ValueError(f"n_boot must be >= 0, got {self.n_boot}")
+
+    def replace(self, **changes) -> "EvaluationOptions":
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,321 @@
+"""The evaluation runner: models x splits x folds -> one long metrics table.
+
+For every split (``random``, ``gene1``, ``gene2``; see :mod:`dango_nb.eval.splits`) and fold, every
+model (a registered name, :mod:`dango_nb.eval.registry`) is fitted on the fold's training part,
+selects what it selects (epochs, checkpoints, ridge strength) on the validation part, and predicts
+the test triplets from their gene indices only: a model never receives test targets
+(:class:`~dango_nb.eval.registry.FoldData` does not carry them). Metrics (:mod:`dango_nb.metrics`)
+are then computed on the test part, with bootstrap intervals and, on the embedded benchmark, the
+noise ceiling (Pearson of the planted signal with measured tau on the same test triplets) beside
+every row.
+
+Outputs (``out_dir``, default ``reports/evaluation``, written atomically): ``metrics.csv`` (one row
+per model x split x fold), ``summary.csv`` (mean and sd across folds, Pearson as a fraction of the
+ceiling), ``ceiling.json`` (with ground truth), ``predictions.parquet`` (per test triplet),
+``ensemble_gain.csv`` and ``splits.csv``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from dango_nb import metrics as M
+from dango_nb.eval.ensemble import ensemble_gain
+from dango_nb.eval.options import EvaluationOptions
+from dango_nb.eval.registry import FoldData, ModelOutput, get_model
+from dango_nb.eval.runners import graph_channels
+from dango_nb.eval.splits import Fold, make_splits, split_table
+from dango_nb.fileio import atomic_write_json, atomic_write_table
+
+__all__ = ["EvaluationResult", "run_evaluation", "planted_signal", "summary_table", "write_outputs"]
+
+
+@dataclass
+class EvaluationResult:
+    metrics: pd.DataFrame
+    summary: pd.DataFrame
+    ceiling: dict | None
+    predictions: pd.DataFrame
+    ensemble: pd.DataFrame
+    splits: pd.DataFrame
+    paths: dict[str, Path]
+    synthetic: bool = False
+
+
+def _np(x) -> np.ndarray:
+    return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
+
+
+def planted_signal(study) -> np.ndarray | None:
+    """(N,) planted signal aligned with ``study.triplets``, or None without ground truth.
+
+    Uses ``Study.planted_signal()``; a study-like object may instead carry the truth table as
+    ``ground_truth["triplets"]`` (``gene1, gene2, gene3, signal``), matched by sorted gene names.
+    """
+    gt = getattr(study, "ground_truth", None)
+    if not gt:
+        return None
+    table = gt.get("triplets") if isinstance(gt, Mapping) else None
+    if table is None:
+        if not hasattr(study, "planted_signal"):
+            return None
+        signal = np.asarray(study.planted_signal(), dtype=np.float64)
+        if len(signal) != len(study.triplets):
+            raise ValueError(f"planted signal has {len(signal)} values for {len(study.triplets)} triplets")
+        return signal
+    genes = np.asarray(study.triplets.genes, dtype=object)
+    names = np.sort(genes[_np(study.triplets.indices)].astype(str), axis=1)
+    key = pd.MultiIndex.from_arrays([names[:, 0], names[:, 1], names[:, 2]])
+    gt_names = np.sort(table[["gene1", "gene2", "gene3"]].to_numpy().astype(str), axis=1)
+    gt_key = pd.MultiIndex.from_arrays([gt_names[:, 0], gt_names[:, 1], gt_names[:, 2]])
+    signal = pd.Series(table["signal"].to_numpy(np.float64), index=gt_key)
+    signal = signal[~signal.index.duplicated()]
+    return signal.reindex(key).to_numpy(np.float64)
+
+
+def _train_config(config):
+    from dango_nb.train import TrainConfig
+
+    if config is None:
+        return TrainConfig()
+    return TrainConfig(**config) if isinstance(config, Mapping) else config
+
+
+def _check_models(options: EvaluationOptions, study, config, lambdas, signal):
+    """The model specs to run, after every check that can fail before any work."""
+    specs = [get_model(m) for m in options.models]
+    if signal is None and any(s.needs_ground_truth for s in specs):
+        raise ValueError("oracle_signal needs a study with ground truth (the embedded benchmark)")
+    if signal is not None and "oracle_signal" not in options.models:
+        specs.append(get_model("oracle_signal"))
+    if any(s.trains_dango for s in specs):
+        config = _train_config(config)
+        if lambdas is None:
+            raise ValueError("lambdas are needed to train DANGO models (channel -> lambda); run the lambda "
+                             "notebook or dango_nb.lambdas.determine_lambdas first")
+        channels = graph_channels(study.cell_graph)
+        for s in specs:
+            if s.variant is not None and s.variant.channel is not None and s.variant.channel not in channels:
+                raise ValueError(f"model {s.name!r}: channel {s.variant.channel!r} not in the cell graph ({channels})")
+    return specs, config
+
+
+def _folds(options: EvaluationOptions, all_idx: np.ndarray, seed: int) -> list[Fold]:
+    jobs = []
+    for split in options.splits:
+        k = (options.n_test_genes or {}).get(split) if split != "random" else None
+        split_folds = make_splits(split, all_idx, n_folds=options.n_folds, seed=seed,
+                                  val_fraction=options.val_fraction, n_test_genes=k)
+        for f in range(options.n_folds) if options.folds is None else options.folds:
+            if not 0 <= f < len(split_folds):
+                raise ValueError(f"fold {f} out of range for n_folds={options.n_folds}")
+            jobs.append(split_folds[f])
+    return jobs
+
+
+def _run_model(spec, data: FoldData) -> tuple[np.ndarray, np.ndarray, float]:
+    """Predictions, spread (NaN without) and fit seconds of one model on one fold."""
+    t0 = time.perf_counter()
+    out = spec.fn(data)
+    if not isinstance(out, ModelOutput):
+        out = ModelOutput(*out) if isinstance(out, tuple) else ModelOutput(out)
+    fit_s = time.perf_counter() - t0 if out.fit_s is None else out.fit_s
+    pred = np.asarray(out.prediction, dtype=np.float64).reshape(-1)
+    n = len(data.test_indices)
+    if len(pred) != n:
+        raise ValueError(f"model {spec.name!r} returned {len(pred)} predictions for {n} test triplets")
+    spread = np.full(len(pred), np.nan) if out.spread is None else np.asarray(out.spread, np.float64)
+    return pred, spread, fit_s
+
+
+@dataclass
+class _Tables:
+    rows: list
+    predictions: list
+    gains: list
+
+
+def run_evaluation(study, options: EvaluationOptions | None = None, *, config=None,
+                   lambdas: Mapping[str, float] | None = None, seed: int = 0,
+                   out_dir: str | os.PathLike | None = "reports/evaluation", progress: bool = True,
+                   **changes: Any) -> EvaluationResult:
+    """Fit and score ``options.models`` on ``options.splits`` x folds of ``study``; one row per
+    model x split x fold.
+
+    Args:
+        study: a :class:`~dango_nb.data.study.Study` (``cell_graph``, ``triplets``, optional
+            ``ground_truth``).
+        options: :class:`~dango_nb.eval.options.EvaluationOptions` (default: its defaults);
+            keyword ``changes`` (its field names) are applied over it and validated the same way.
+        config: :class:`~dango_nb.train.TrainConfig` (or a dict of its fields) for every DANGO
+            fit; its ``seed`` is replaced by ``seed + s`` per ensemble seed. Needed for DANGO
+            models and ``mlp_embeddings``.
+        lambdas: channel -> lambda for the reconstruction loss (from the lambda notebook or
+            :func:`dango_nb.lambdas.determine_lambdas`). Needed for DANGO models.
+        seed: seeds the splits, the baselines and (``seed + s``) the DANGO runs.
+        out_dir: where the tables go (None: nothing written).
+
+    Returns an :class:`EvaluationResult`; ``metrics`` has one row per model x split x fold with
+    the columns of :func:`dango_nb.metrics.evaluate` plus ``ceiling`` (NaN without ground truth),
+    ``n_train``, ``n_val``, ``fit_s`` and ``<metric>_ci_low/_ci_high``.
+    """
+    t_start = time.perf_counter()
+    options = (options or EvaluationOptions()).replace(**changes) if changes else (options or EvaluationOptions())
+    triplets = study.triplets
+    all_idx = _np(triplets.indices).astype(np.int64)
+    targets = _np(triplets.targets).astype(np.float64)
+    pvalues = _np(triplets.pvalues).astype(np.float64) if getattr(triplets, "pvalues", None) is not None else None
+    signal = planted_signal(study)
+    specs, config = _check_models(options, study, config, lambdas, signal)
+
+    tables = _Tables([], [], [])
+    shared_cache: dict = {}
+    fold_list = _folds(options, all_idx, seed)
+    keep = options.keep_checkpoints and out_dir is not None
+    with contextlib.nullcontext(None) if keep else tempfile.TemporaryDirectory(prefix="dango_eval_") as tmp:
+        ckpt_root = Path(out_dir) / "checkpoints" if tmp is None else Path(tmp)
+        bar = _bar(progress, total=len(fold_list) * len(specs))
+        for fold in fold_list:
+            fold.check(len(all_idx))
+            data = FoldData(split=fold.split, fold=fold.fold, cell_graph=study.cell_graph,
+                            train=triplets.subset(_long(fold.train)), val=triplets.subset(_long(fold.val)),
+                            test_indices=all_idx[fold.test].copy(), n_genes=int(study.cell_graph["gene"].num_nodes),
+                            seed=seed, config=config, lambdas=lambdas,
+                            workdir=ckpt_root / fold.split / f"fold{fold.fold}", options=options,
+                            test_signal=None if signal is None else signal[fold.test])
+            data.cache.update({k: v for k, v in shared_cache.items() if k == "pretrain_embeddings"})
+            _run_fold(fold, data, specs, options, targets, pvalues, signal, seed, tables, bar)
+            if "pretrain_embeddings" in data.cache:
+                shared_cache["pretrain_embeddings"] = data.cache["pretrain_embeddings"]
+        if bar is not None:
+            bar.close()
+    return _result(study, tables, fold_list, signal, out_dir, t_start)
+
+
+def _long(rows: np.ndarray):
+    import torch
+
+    return torch.as_tensor(rows, dtype=torch.long)
+
+
+def _run_fold(fold: Fold, data: FoldData, specs, options: EvaluationOptions, targets, pvalues, signal,
+              seed: int, tables: _Tables, bar) -> None:
+    test_rows, all_idx = fold.test, data.test_indices
+    y_test = targets[test_rows]
+    ceiling = M.noise_ceiling(signal[test_rows], y_test) if signal is not None else float("nan")
+    for spec in specs:
+        if bar is not None:
+            bar.set_description(f"{fold.split} fold {fold.fold}: {spec.name}")
+        if len(test_rows):
+            pred, spread, fit_s = _run_model(spec, data)
+            tables.rows.append(_metric_row(spec.name, fold, y_test, pred, ceiling, fit_s, options, seed))
+            tables.predictions.append(pd.DataFrame({
+                "model": spec.name, "split": fold.split, "fold": fold.fold, "row": test_rows,
+                "gene1": all_idx[:, 0], "gene2": all_idx[:, 1], "gene3": all_idx[:, 2],
+                "target": y_test, "prediction": pred, "spread": spread,
+                **({"pvalue": pvalues[test_rows]} if pvalues is not None else {}),
+                **({"signal": signal[test_rows]} if signal is not None else {})}))
+        if spec.name == "dango_ensemble" and "ensemble_members" in data.cache:
+            preds, names = data.cache["ensemble_members"]
+            g = ensemble_gain(y_test, preds, names, seed=seed, n_balanced_repeats=options.n_balanced_repeats)
+            g.insert(0, "fold", fold.fold)
+            g.insert(0, "split", fold.split)
+            tables.gains.append(g)
+        if bar is not None:
+            bar.update(1)
+
+
+def _result(study, tables: _Tables, fold_list, signal, out_dir, t_start: float) -> EvaluationResult:
+    metrics = pd.DataFrame(tables.rows)
+    summary = M.summarize(metrics)
+    predictions = pd.concat(tables.predictions, ignore_index=True) if tables.predictions else pd.DataFrame()
+    ensemble = pd.concat(tables.gains, ignore_index=True) if tables.gains else pd.DataFrame()
+    splits_df = split_table(fold_list) if fold_list else pd.DataFrame()
+    ceiling = _ceiling_summary(study, metrics) if signal is not None else None
+    synthetic = bool(getattr(study, "synthetic", False))
+    metrics.attrs["elapsed_s"] = time.perf_counter() - t_start
+    paths = write_outputs(out_dir, metrics, summary, ceiling, predictions, ensemble, splits_df, synthetic) \
+        if out_dir is not None else {}
+    return EvaluationResult(metrics, summary, ceiling, predictions, ensemble, splits_df, paths, synthetic)
+
+
+def _metric_row(model: str, fold: Fold, y: np.ndarray, pred: np.ndarray, ceiling: float, fit_s: float,
+                options: EvaluationOptions, seed: int) -> dict:
+    n_boot, ci_metrics, n_balanced_repeats = options.n_boot, options.ci_metrics, options.n_balanced_repeats
+    row = {"model": model, "split": fold.split, "fold": fold.fold,
+           **M.evaluate(y, pred, seed=seed, n_balanced_repeats=n_balanced_repeats),
+           "ceiling": ceiling, "n_train": len(fold.train), "n_val": len(fold.val), "fit_s": fit_s}
+    if n_boot:
+        ci = M.bootstrap_ci(y, pred, metrics=ci_metrics, n_boot=n_boot, seed=seed)
+        for m, (lo, hi) in ci.items():
+            row[f"{m}_ci_low"], row[f"{m}_ci_high"] = lo, hi
+    return row
+
+
+def _ceiling_summary(study, metrics: pd.DataFrame) -> dict:
+    gt = study.ground_truth if isinstance(study.ground_truth, Mapping) else {}
+    per_split = {}
+    oracle = metrics[metrics["model"] == "oracle_signal"]
+    for split, sub in metrics.drop_duplicates(["split", "fold"]).groupby("split", sort=False):
+        per_split[split] = {
+            "pearson_mean": float(sub["ceiling"].mean()),
+            "pearson_sd": float(sub["ceiling"].std(ddof=1)) if len(sub) > 1 else float("nan"),
+            "folds": [float(v) for v in sub["ceiling"]],
+        }
+        o = oracle[oracle["split"] == split]
+        if len(o):
+            per_split[split]["oracle_metrics_mean"] = {m: float(o[m].mean()) for m in M.METRICS}
+    return {"synthetic": bool(getattr(study, "synthetic", False)),
+            "noise_ceiling": gt.get("noise_ceiling"), "replicate_r": gt.get("replicate_r"),
+            "definition": "Pearson of the planted signal with measured tau on each fold's test triplets",
+            "per_split": per_split}
+
+
+def write_outputs(out_dir, metrics, summary, ceiling, predictions, ensemble, splits_df, synthetic: bool) -> dict[str, Path]:
+    out = Path(out_dir)
+    tables = {"metrics": metrics, "summary": summary, "splits": splits_df}
+    paths = {key: out / f"{key}.csv" for key in tables}
+    for key, df in tables.items():
+        atomic_write_table(df.assign(synthetic=synthetic), paths[key])
+    if len(ensemble):
+        paths["ensemble_gain"] = out / "ensemble_gain.csv"
+        atomic_write_table(ensemble, paths["ensemble_gain"])
+    if len(predictions):
+        paths["predictions"] = out / "predictions.parquet"
+        atomic_write_table(predictions, paths["predictions"])
+    if ceiling is not None:
+        paths["ceiling"] = out / "ceiling.json"
+        atomic_write_json(ceiling, paths["ceiling"])
+    return paths
+
+
+def summary_table(result: EvaluationResult, metrics: Sequence[str] = ("pearson", "spearman", "auroc", "auprc", "mse")) -> pd.DataFrame:
+    """Wide ``model x (metric, split)`` table of ``mean ± sd`` strings, plus the Pearson ceiling."""
+    wide = M.format_summary(result.summary, metrics)
+    if "ceiling_mean" in result.summary.columns:
+        ceil = result.summary.drop_duplicates("split").set_index("split")["ceiling_mean"]
+        frac = result.summary.pivot(index="model", columns="split", values="pearson_frac_ceiling")
+        for split in ceil.index:
+            wide[("pearson / ceiling", split)] = frac[split].reindex(wide.index).map(lambda v: f"{v:.2f}")
+            wide.loc["noise ceiling (pearson)", ("pearson", split)] = f"{ceil[split]:.3f}"
+        wide = wide.fillna("")
+        wide.loc["noise ceiling (pearson)", [c for c in wide.columns if c[0] != "pearson"]] = ""
+        wide.attrs["ceiling"] = ceil.to_dict()
+    return wide
+
+
+def _bar(enabled: bool, total: int):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="evaluation", unit="model-fold")

@@ -1,0 +1,152 @@
+"""Callbacks of the training loop: early stopping (and the best epoch), checkpoints, progress
+bars and the user's per-epoch function.
+
+The loop calls, in order of ``loop.callbacks``: ``on_train_start(loop)``,
+``on_epoch_start(loop, epoch)``, ``on_step_end(loop, epoch, step)``, ``on_epoch_end(loop, epoch,
+row)`` (a true return value stops the run after this epoch) and ``on_train_end(loop)`` (also when
+the run fails). State that must survive a resume goes through ``state_dict``/``load_state_dict``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from typing import Any, Callable, Mapping
+
+from tqdm.auto import tqdm
+
+from dango_nb.train.checkpoint import CheckpointManager, rng_state
+from dango_nb.train.config import higher_is_better
+
+__all__ = ["Callback", "EarlyStopping", "ModelCheckpoint", "ProgressBar", "EpochCallback"]
+
+log = logging.getLogger(__name__)
+
+
+class Callback:
+    def on_train_start(self, loop) -> None:
+        pass
+
+    def on_epoch_start(self, loop, epoch: int) -> None:
+        pass
+
+    def on_step_end(self, loop, epoch: int, step: int) -> None:
+        pass
+
+    def on_epoch_end(self, loop, epoch: int, row: Mapping[str, float]) -> bool | None:
+        return None
+
+    def on_train_end(self, loop) -> None:
+        pass
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        pass
+
+
+class EarlyStopping(Callback):
+    """Tracks the best eligible epoch by ``metric`` (and a CPU copy of its parameters,
+    ``best_state``); with ``patience`` stops after that many eligible epochs without improvement."""
+
+    def __init__(self, metric: str, patience: int | None = None):
+        self.metric, self.patience, self.higher = metric, patience, higher_is_better(metric)
+        self.best_value: float | None = None
+        self.best_epoch: int | None = None
+        self.bad_epochs = 0
+        self.stopped_early = False
+        self.best_state = None
+
+    def _improved(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        if self.best_value is None:
+            return True
+        return value > self.best_value if self.higher else value < self.best_value
+
+    def on_epoch_end(self, loop, epoch, row):
+        if not loop.eligible(row):
+            return False
+        value = row[self.metric]
+        if self._improved(value):
+            self.best_value, self.best_epoch, self.bad_epochs = float(value), epoch, 0
+            self.best_state = {k: v.detach().cpu().clone() for k, v in loop.model.state_dict().items()}
+            return False
+        self.bad_epochs += 1
+        if self.patience is not None and self.bad_epochs >= self.patience:
+            self.stopped_early = True
+            log.info("early stopping after epoch %d: %s did not improve for %d epochs",
+                     epoch, self.metric, self.bad_epochs)
+        return self.stopped_early
+
+    def state_dict(self):
+        return {"best_value": self.best_value, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs,
+                "stopped_early": self.stopped_early}
+
+    def load_state_dict(self, state):
+        self.best_value, self.best_epoch = state["best_value"], state["best_epoch"]
+        self.bad_epochs, self.stopped_early = int(state["bad_epochs"]), bool(state["stopped_early"])
+
+
+class ModelCheckpoint(Callback):
+    """``last.pt`` after every epoch and the top-k eligible epochs (:class:`CheckpointManager`)."""
+
+    def __init__(self, manager: CheckpointManager, early_stopping: EarlyStopping):
+        self.manager, self.early_stopping = manager, early_stopping
+
+    def on_epoch_end(self, loop, epoch, row):
+        es = self.early_stopping
+        state = {"epoch": loop.epoch, "rows": [dict(r) for r in loop.rows], **es.state_dict()}
+        last = {"optimizer": loop.optimizer.state_dict(), "rng": rng_state(loop.generator),
+                "state": state, "best_state": es.best_state}
+        self.manager.save(self.manager.payload(loop.model, loop.scaler, loop.cell_graph), epoch,
+                          row.get(es.metric, float("nan")), loop.eligible(row), es.higher, last)
+
+
+class ProgressBar(Callback):
+    """An epoch bar and, for sources with several steps, a step bar per epoch (tqdm)."""
+
+    def __init__(self, desc: str):
+        self.desc, self.ebar, self.sbar = desc, None, None
+
+    def on_train_start(self, loop):
+        tqdm.write(f"dango_nb: {self.desc} on {loop.device}", file=sys.stderr)
+        self.ebar = tqdm(total=loop.config.epochs, initial=loop.epoch, desc=self.desc, unit="epoch",
+                         dynamic_ncols=True)
+
+    def on_epoch_start(self, loop, epoch):
+        steps = loop.source.steps_per_epoch()
+        if steps > 1:
+            self.sbar = tqdm(total=steps, desc=f"epoch {epoch}", unit="step", leave=False, dynamic_ncols=True)
+
+    def on_step_end(self, loop, epoch, step):
+        if self.sbar is not None:
+            self.sbar.update(1)
+
+    def _close_step_bar(self):
+        if self.sbar is not None:
+            self.sbar.close()
+            self.sbar = None
+
+    def on_epoch_end(self, loop, epoch, row):
+        self._close_step_bar()
+        self.ebar.update(1)
+        self.ebar.set_postfix({k: f"{row[k]:.4g}" for k in ("loss_total", "val_pearson") if math.isfinite(row[k])},
+                              refresh=False)
+
+    def on_train_end(self, loop):
+        self._close_step_bar()
+        if self.ebar is not None:
+            self.ebar.close()
+
+
+class EpochCallback(Callback):
+    """Calls ``fn(epoch, row)`` after every epoch with a copy of that history row."""
+
+    def __init__(self, fn: Callable[[int, dict], None]):
+        self.fn = fn
+
+    def on_epoch_end(self, loop, epoch, row):
+        self.fn(epoch, dict(row))

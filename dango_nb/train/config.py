@@ -1,0 +1,158 @@
+"""Training settings: :class:`TrainConfig`, validated on construction without importing torch.
+
+Every field is a plain type so a YAML mapping fills it directly (params files validate ``train.*``
+by building this class). ``model`` holds :class:`~dango_nb.models.Dango` keyword arguments and is
+checked against ``Dango.__init__``'s signature and annotated types
+(:meth:`~dango_nb.models.Dango.check_hyperparameters`), so a bad value fails here, naming the key,
+instead of minutes later inside torch. That check imports the model (torch) only when ``model`` is
+not empty.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from dango_nb.schedules import SCHEDULES
+
+__all__ = ["HISTORY_COLUMNS", "METRIC_COLUMNS", "RESUMABLE_KEYS", "TrainConfig", "higher_is_better"]
+
+HISTORY_COLUMNS = (
+    "epoch", "alpha", "w_rec", "w_int", "loss_total", "loss_rec", "loss_int", "loss_rec_weighted",
+    "loss_int_weighted", "lr", "train_pearson", "train_spearman", "train_mse", "val_pearson",
+    "val_spearman", "val_mse", "time_s",
+)
+#: Columns an early-stopping / top-k metric may name; pearson and spearman are maximised, the rest
+#: (errors and losses) minimised.
+METRIC_COLUMNS = ("val_pearson", "val_spearman", "val_mse", "train_pearson", "train_spearman",
+                  "train_mse", "loss_total", "loss_rec", "loss_int")
+#: Config keys a resumed run may change (they do not change the numbers of the epochs already run).
+RESUMABLE_KEYS = frozenset({"epochs", "progress", "checkpoint_dir", "device", "early_stopping_patience",
+                            "keep_top_k"})
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def higher_is_better(metric: str) -> bool:
+    return metric.endswith(("pearson", "spearman"))
+
+
+@dataclass
+class TrainConfig:
+    """Training settings.
+
+    Args:
+        epochs: epochs to train (a resumed run continues up to this many).
+        batch_size: triplets per step (:func:`~dango_nb.train.fit`); genes per step in
+            :func:`~dango_nb.train.pretrain`.
+        optimizer: ``"adam"`` or ``"adamw"``.
+        lr, weight_decay: optimiser settings.
+        schedule, transition_epoch: loss schedule by registered name (:mod:`dango_nb.schedules`).
+        interaction_loss: ``"logcosh"`` or ``"mse"``.
+        grad_clip: max global gradient norm, ``None`` for no clipping.
+        early_stopping_patience: stop after this many eligible epochs without improvement of
+            ``early_stopping_metric`` (``None`` = never stop early).
+        early_stopping_metric: a history column; also ranks the top-k checkpoints and ``best_epoch``.
+        device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
+        seed: seeds Python, NumPy, torch and the shuffling generator.
+        checkpoint_dir: where checkpoints go (``None`` = none); resumes from ``last.pt`` there.
+        keep_top_k: best checkpoints kept (the original DANGO kept 5 for its ensemble).
+        progress: tqdm progress bars.
+        model: keyword arguments for :class:`~dango_nb.models.Dango` (``hidden_channels``,
+            ``num_heads``, ``num_layers``, ``beta_init``, ``activation``, ``meta_embedding``, ``batched``).
+    """
+
+    epochs: int = 50
+    batch_size: int = 256
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    schedule: str = "PreThenPost"
+    transition_epoch: int = 10
+    interaction_loss: str = "logcosh"
+    grad_clip: float | None = 1.0
+    early_stopping_patience: int | None = None
+    early_stopping_metric: str = "val_pearson"
+    device: str = "auto"
+    seed: int = 0
+    checkpoint_dir: str | None = None
+    keep_top_k: int = 5
+    progress: bool = True
+    model: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        def bad(name: str, expected: str):
+            return ValueError(f"TrainConfig.{name}: expected {expected}, got {getattr(self, name)!r}")
+
+        def integer(name: str, minimum: int, allow_none: bool = False):
+            v = getattr(self, name)
+            if v is None and allow_none:
+                return
+            if isinstance(v, bool) or not _is_int(v) or v < minimum:
+                raise bad(name, f"an integer >= {minimum}" + (" or None" if allow_none else ""))
+            setattr(self, name, int(v))
+
+        def number(name: str, minimum: float, strict: bool, allow_none: bool = False):
+            v = getattr(self, name)
+            if v is None and allow_none:
+                return
+            ok = (_is_int(v) or _is_float(v)) and not isinstance(v, bool)
+            if not ok or not math.isfinite(v) or v < minimum or (strict and v == minimum):
+                rel = ">" if strict else ">="
+                raise bad(name, f"a finite number {rel} {minimum}" + (" or None" if allow_none else ""))
+            setattr(self, name, float(v))
+
+        integer("epochs", 0)
+        integer("batch_size", 1)
+        if self.optimizer not in ("adam", "adamw"):
+            raise bad("optimizer", "'adam' or 'adamw'")
+        number("lr", 0.0, strict=False)
+        number("weight_decay", 0.0, strict=False)
+        if not isinstance(self.schedule, str) or self.schedule not in SCHEDULES:
+            raise bad("schedule", "one of " + ", ".join(sorted(SCHEDULES)))
+        integer("transition_epoch", 0)
+        if self.interaction_loss not in ("logcosh", "mse"):
+            raise bad("interaction_loss", "'logcosh' or 'mse'")
+        number("grad_clip", 0.0, strict=True, allow_none=True)
+        integer("early_stopping_patience", 1, allow_none=True)
+        if self.early_stopping_metric not in METRIC_COLUMNS:
+            raise bad("early_stopping_metric", "one of " + ", ".join(METRIC_COLUMNS))
+        if not isinstance(self.device, str) or not _DEVICE.fullmatch(self.device):
+            raise bad("device", "'auto', 'cpu', 'cuda', 'cuda:<n>' or 'mps'")
+        integer("seed", 0)
+        if self.checkpoint_dir is not None and not isinstance(self.checkpoint_dir, (str, Path)):
+            raise bad("checkpoint_dir", "a path string or None")
+        if self.checkpoint_dir is not None:
+            self.checkpoint_dir = str(self.checkpoint_dir)
+        integer("keep_top_k", 0)
+        if not isinstance(self.progress, bool):
+            raise bad("progress", "true or false")
+        if not isinstance(self.model, Mapping):
+            raise bad("model", "a mapping of Dango keyword arguments")
+        self.model = dict(self.model)
+        if self.model:
+            from dango_nb.models.dango import Dango  # torch: only when there is something to check
+
+            try:
+                Dango.check_hyperparameters(self.model)
+            except ValueError as err:
+                raise ValueError(f"TrainConfig.model.{err}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes) -> "TrainConfig":
+        """A copy with ``changes`` applied (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, numbers.Integral)  # numpy integers register as Integral
+
+
+def _is_float(v) -> bool:
+    return isinstance(v, numbers.Real)
