@@ -116,7 +116,7 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
 def _run_predict(args) -> int:
     import numpy as np
 
-    from dango_nb.eval import predict as P
+    from dango_nb.eval import prediction as P
     from dango_nb.eval.ensemble import EnsembleScorer, checkpoint_files
 
     files = checkpoint_files(args.checkpoints, args.top_k)

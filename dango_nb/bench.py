@@ -122,7 +122,7 @@ def main(argv=None) -> dict:
 
     from dango_nb.data.study import benchmark_dir, load_study
     from dango_nb.fileio import atomic_write_json
-    from dango_nb.eval.predict import evaluate
+    from dango_nb.eval.prediction import evaluate
     from dango_nb.train import TrainConfig, fit, pretrain, resolve_device
 
     device = resolve_device(args.device)

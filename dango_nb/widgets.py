@@ -130,7 +130,7 @@ class OverfitRunner:
     def __call__(self, schedule: str, transition_epoch: int, epochs: int | None = None,
                  progress: ProgressFn | None = None) -> ScheduleRun:
         from . import train as training  # torch-heavy; the controller works without it
-        from .eval.predict import predict
+        from .eval.prediction import predict
 
         if schedule not in SCHEDULES:
             raise KeyError(f"unknown schedule {schedule!r}; known schedules: {', '.join(SCHEDULES)}")

@@ -3,7 +3,7 @@ and the runner that puts them into one metrics table."""
 
 from dango_nb.eval.ensemble import EnsembleScorer, Member, checkpoint_files, combine, ensemble_gain, member_predictions
 from dango_nb.eval.options import EvaluationOptions
-from dango_nb.eval.predict import evaluate, predict
+from dango_nb.eval.prediction import evaluate, predict
 from dango_nb.eval.registry import (DEFAULT_MODELS, MODELS, DangoVariant, FoldData, ModelOutput, get_model,
                                     model_names, register_model)
 from dango_nb.eval.runner import EvaluationResult, planted_signal, run_evaluation, summary_table

@@ -43,7 +43,7 @@ def member_predictions(members: Sequence[Member], cell_graph, indices, batch_siz
     """(K, M) tau-scale predictions of each member for ``indices`` (M, 3)."""
     import torch
 
-    from dango_nb.eval.predict import predict
+    from dango_nb.eval.prediction import predict
 
     idx = indices if isinstance(indices, torch.Tensor) else torch.as_tensor(np.asarray(indices))
     idx = idx.long()
@@ -52,7 +52,7 @@ def member_predictions(members: Sequence[Member], cell_graph, indices, batch_siz
 
 
 class EnsembleScorer:
-    """A :class:`dango_nb.eval.predict.TripletScorer` over DANGO members (one member: spread 0)."""
+    """A :class:`dango_nb.eval.prediction.TripletScorer` over DANGO members (one member: spread 0)."""
 
     def __init__(self, members: Sequence[Member], cell_graph, genes: Sequence[str] | None = None,
                  batch_size: int = 4096):

@@ -156,7 +156,7 @@ def dango_runs(data: FoldData, variant: DangoVariant, n_seeds: int) -> list[Dang
 
 def _dango(variant: DangoVariant):
     def run(data: FoldData):
-        from dango_nb.eval.predict import predict
+        from dango_nb.eval.prediction import predict
 
         r = dango_runs(data, variant, 1)[0]
         pred = predict(r.best, r.graph, data.test_indices, r.result.scaler)

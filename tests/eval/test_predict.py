@@ -8,7 +8,7 @@ import pytest
 
 from dango_nb.eval.baselines import AdditiveGeneModel
 from dango_nb.errors import DataFormatError
-from dango_nb.eval.predict import (BaselineScorer, iter_triplet_chunks, n_triplets, read_gene_list,
+from dango_nb.eval.prediction import (BaselineScorer, iter_triplet_chunks, n_triplets, read_gene_list,
                               read_triplet_list, score_all_triplets, score_triplets, unrank_triplets,
                               write_predictions)
 
@@ -160,9 +160,9 @@ def test_ensemble_scorer_from_run_directory(trained_run):
     out = score_all_triplets(scorer, genes, threshold=None, chunk_size=25, progress=False)
     assert len(out) == math.comb(9, 3)
     assert (out["spread"] > 0).all()
-    # the cached-embedding path equals eval.predict.predict member by member
+    # the cached-embedding path equals eval.prediction.predict member by member
     from dango_nb.eval.ensemble import member_predictions
-    from dango_nb.eval.predict import unrank_triplets
+    from dango_nb.eval.prediction import unrank_triplets
 
     idx = unrank_triplets(len(study.genes), np.arange(0, 50_000, 97))
     assert np.allclose(scorer.member_predictions(idx),

@@ -9,7 +9,7 @@ import torch
 
 from dango_nb.data.study import load_study
 from dango_nb.errors import TrainingDivergedError
-from dango_nb.eval.predict import evaluate, predict
+from dango_nb.eval.prediction import evaluate, predict
 from dango_nb.models import Dango, SparseRows
 from dango_nb.train import (
     HISTORY_COLUMNS, TargetScaler, TrainConfig, fit, list_checkpoints, load_checkpoint, overfit_batch, pretrain,
