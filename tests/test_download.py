@@ -1,4 +1,5 @@
 import hashlib
+import json
 import socket
 from pathlib import Path
 
@@ -8,7 +9,7 @@ import requests
 
 from dango_nb.data import download
 from dango_nb.data.download import (
-    KNOWN_FILES, KUZMIN_S1, DataNotAvailableError, data_dir, fetch, fetch_kuzmin_s1, fetch_string,
+    KNOWN_FILES, KUZMIN_S1, REGISTRY_FILE, DataNotAvailableError, data_dir, fetch, fetch_kuzmin_s1, fetch_string,
     string_filename, string_url,
 )
 from dango_nb.errors import DataFormatError
@@ -49,7 +50,7 @@ def test_data_dir_env_and_default(monkeypatch, tmp_path):
 
 
 def test_urls():
-    assert string_url("9.1") == ("http://string91.embl.de/newstring_download/protein.links.detailed.v9.1/"
+    assert string_url("9.1") == ("https://string91.embl.de/newstring_download/protein.links.detailed.v9.1/"
                                  "4932.protein.links.detailed.v9.1.txt.gz")
     for v in ("11.0", "12.0", "12.5"):
         assert string_url(v).endswith(f"/download/protein.links.detailed.v{v}/4932.protein.links.detailed.v{v}.txt.gz")
@@ -115,7 +116,7 @@ def test_download_once(tmp_path):
     assert calls == [string_url("9.1")]
     fetch(V91, folder=tmp_path, downloader=writer(b"other", calls))
     assert len(calls) == 1 and got.read_bytes() == b"payload"
-    assert sorted(p.name for p in tmp_path.iterdir()) == [V91]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [V91, REGISTRY_FILE]
 
 
 def test_download_into_new_data_dir(monkeypatch, tmp_path):
@@ -133,7 +134,7 @@ def test_failed_download_leaves_nothing(tmp_path, exc):
         fetch(V91, folder=tmp_path, downloader=failing(b"half a fi", exc))
     if expected is DataNotAvailableError:
         assert V91 in str(err.value) and str(tmp_path) in str(err.value) and string_url("9.1") in str(err.value)
-    assert list(tmp_path.iterdir()) == []  # neither the target nor pooch's temporary file is left
+    assert list(tmp_path.iterdir()) == []  # neither the target, pooch's temporary file nor a record is left
     # the next call tries again instead of trusting a partial file
     calls = []
     assert fetch(V91, folder=tmp_path, downloader=writer(b"full", calls)).read_bytes() == b"full"
@@ -151,3 +152,75 @@ def test_module_exports():
 
     for name in ("data_dir", "fetch", "string_url", "DataNotAvailableError"):
         assert getattr(data, name) is getattr(download, name)
+
+
+# ------------------------------------------------------------------------------ the folder's registry
+
+def registry(folder: Path) -> dict:
+    return json.loads((folder / REGISTRY_FILE).read_text())["files"]
+
+
+def test_every_url_prefers_https():
+    for v in ("9.1", "11.0", "12.0"):
+        assert string_url(v).startswith("https://"), v
+
+
+def test_first_download_recorded_and_verified_on_reuse(tmp_path):
+    fetch(V91, folder=tmp_path, downloader=writer(b"payload", []))
+    rec = registry(tmp_path)[V91]
+    assert rec["bytes"] == 7 and rec["sha256"] == hashlib.sha256(b"payload").hexdigest()
+    assert rec["url"] == string_url("9.1")
+    assert fetch(V91, folder=tmp_path) == tmp_path / V91  # intact: reused
+    (tmp_path / V91).write_bytes(b"paylaod")  # same size, other bytes
+    with pytest.raises(DataFormatError) as err:
+        fetch(V91, folder=tmp_path)
+    msg = str(err.value)
+    assert str(tmp_path / V91) in msg
+    assert f"expected sha256 {rec['sha256']}" in msg and hashlib.sha256(b"paylaod").hexdigest() in msg
+    assert "delete it to download it again" in msg and f"delete the '{V91}' entry" in msg
+    (tmp_path / V91).write_bytes(b"pay")  # cut short
+    with pytest.raises(DataFormatError, match="found 3 bytes instead of 7"):
+        fetch(V91, folder=tmp_path)
+
+
+def test_redownload_must_match_the_record(tmp_path):
+    fetch(V91, folder=tmp_path, downloader=writer(b"payload", []))
+    (tmp_path / V91).unlink()
+    with pytest.raises(DataNotAvailableError) as err:
+        fetch(V91, folder=tmp_path, downloader=writer(b"swapped", []))
+    assert hashlib.sha256(b"payload").hexdigest() in str(err.value) and "recorded in" in str(err.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [REGISTRY_FILE]  # the swapped bytes are gone
+    assert fetch(V91, folder=tmp_path, downloader=writer(b"payload", [])).read_bytes() == b"payload"
+
+
+def test_placed_file_recorded_on_first_use(tmp_path):
+    (tmp_path / KUZMIN_S1).write_text("screen\n")
+    fetch_kuzmin_s1(folder=tmp_path)
+    assert registry(tmp_path)[KUZMIN_S1]["sha256"] == hashlib.sha256(b"screen\n").hexdigest()
+    (tmp_path / KUZMIN_S1).write_text("SCREEN\n")
+    with pytest.raises(DataFormatError, match="differs from the copy recorded"):
+        fetch_kuzmin_s1(folder=tmp_path)
+    # recovering as the message says: drop the entry, the new file is recorded
+    reg = json.loads((tmp_path / REGISTRY_FILE).read_text())
+    del reg["files"][KUZMIN_S1]
+    (tmp_path / REGISTRY_FILE).write_text(json.dumps(reg))
+    assert fetch_kuzmin_s1(folder=tmp_path) == tmp_path / KUZMIN_S1
+    assert registry(tmp_path)[KUZMIN_S1]["sha256"] == hashlib.sha256(b"SCREEN\n").hexdigest()
+
+
+def test_broken_registry_is_named(tmp_path):
+    (tmp_path / V91).write_bytes(b"x")
+    (tmp_path / REGISTRY_FILE).write_text("{not json")
+    with pytest.raises(DataFormatError, match="unreadable registry") as err:
+        fetch(V91, folder=tmp_path)
+    assert REGISTRY_FILE in str(err.value)
+
+
+def test_read_only_folder_still_serves_its_files(tmp_path, caplog, monkeypatch):
+    (tmp_path / V91).write_bytes(b"x")
+
+    def read_only(*a, **k):
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr(download, "atomic_write_json", read_only)
+    assert fetch(V91, folder=tmp_path) == tmp_path / V91
+    assert "cannot record" in caplog.text and not (tmp_path / REGISTRY_FILE).exists()

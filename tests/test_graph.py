@@ -98,3 +98,13 @@ def test_cell_graph_from_shared_release(shared_string_dir):
     assert data["gene"].num_nodes == 6400
     counts = {channel_of(et): data[et].edge_index.shape[1] for et in data.edge_types}
     assert counts == {"neighborhood": 91220, "fusion": 2722, "cooccurence": 5328, "database": 66972}
+
+
+@pytest.mark.parametrize("bad", [0.0, -0.3, float("nan"), 1e-50, 1.5])
+def test_weights_outside_unit_interval_refused(networks, bad):
+    df = networks.channels["experimental"].copy()
+    df["weight"] = df["weight"].astype(np.float64)
+    df.loc[df.index[0], "weight"] = bad
+    networks.channels["experimental"] = df
+    with pytest.raises(ValueError, match=r"channel 'experimental': edge weight .* outside \(0, 1\]"):
+        build_cell_graph(networks)

@@ -176,6 +176,7 @@ def test_blank_lines_and_crlf(s1, tmp_path):
     screen = read_kuzmin_s1(path)
     pd.testing.assert_frame_equal(screen.trigenic, read_kuzmin_s1(s1).trigenic)
     assert 14 in set(screen.trigenic_rows["line"])  # line numbers count the blank line
+    assert screen.dropped == read_kuzmin_s1(s1).dropped  # and the blank line is no dropped row
 
 
 def test_column_aliases_and_unicode_alleles(s1, tmp_path):
@@ -189,3 +190,80 @@ def test_column_aliases_and_unicode_alleles(s1, tmp_path):
                                   read_kuzmin_s1(s1).trigenic.drop(columns="query_allele"))
     path.write_bytes(text.encode("utf-8").replace("Δ".encode(), b"\xc4"))  # a Latin-1 export
     assert read_kuzmin_s1(path).trigenic["tau"].tolist() == pytest.approx([-0.10, -0.28, 0.06])
+
+
+# ------------------------------------------------------------------- what exports and cuts leave behind
+
+def test_plain_file_cut_inside_its_last_field(s1, tmp_path):
+    text = s1.read_text()
+    lines = text.splitlines(keepends=True)
+    path = tmp_path / S1
+    # "...0.0300\n" cut to "...0.03": the line still parses, but the file is not whole
+    path.write_text("".join(lines[:-1]) + lines[-1].rstrip("\n")[:-2])
+    with pytest.raises(DataFormatError, match="has no final newline.*the file was truncated") as err:
+        read_kuzmin_s1(path)
+    assert err.value.line == len(lines) and str(path) in str(err.value)
+
+
+def test_header_only_file(s1, tmp_path):
+    path = tmp_path / S1
+    path.write_text(s1.read_text().splitlines(keepends=True)[0])
+    with pytest.raises(DataFormatError, match="no data rows after the header") as err:
+        read_kuzmin_s1(path)
+    assert str(path) in str(err.value)
+
+
+def _quote_all(line: str) -> str:
+    return "\t".join(f'"{f}"' for f in line.rstrip("\r\n").split("\t"))
+
+
+@pytest.mark.parametrize("slow", [False, True])
+def test_spreadsheet_export_bom_quotes_crlf(s1, tmp_path, slow):
+    lines = s1.read_text().splitlines()
+    body = [_quote_all(x) for x in lines[1:]]
+    if slow:
+        body.insert(2, "")  # a blank line takes the line-by-line parser
+    path = tmp_path / S1
+    path.write_bytes(b"\xef\xbb\xbf" + ("\r\n".join([_quote_all(lines[0]), *body]) + "\r\n").encode())
+    screen, ref = read_kuzmin_s1(path), read_kuzmin_s1(s1)
+    pd.testing.assert_frame_equal(screen.trigenic, ref.trigenic)
+    pd.testing.assert_frame_equal(screen.digenic, ref.digenic)
+    assert screen.dropped == ref.dropped
+    genes = set(screen.trigenic[["gene1", "gene2", "gene3"]].to_numpy().ravel())
+    assert genes == set(ref.trigenic[["gene1", "gene2", "gene3"]].to_numpy().ravel())
+    assert not any('"' in g for g in genes)
+
+
+def test_lowercase_orfs_are_upper_cased(s1, tmp_path):
+    lines = s1.read_text().splitlines(keepends=True)
+    path = tmp_path / S1
+    path.write_text(lines[0] + "".join(x.replace("YAR002W", "yar002w") for x in lines[1:]))
+    cols = ["gene1", "gene2", "gene3", "tau", "pvalue", "n_replicates"]
+    pd.testing.assert_frame_equal(read_kuzmin_s1(path).trigenic[cols], read_kuzmin_s1(s1).trigenic[cols])
+
+
+@pytest.mark.parametrize("slow", [False, True])
+def test_non_finite_scores_are_their_own_drop_reason(s1, tmp_path, slow):
+    lines = s1.read_text().splitlines(keepends=True)
+    col = KUZMIN_COLUMNS.index("Adjusted genetic interaction score (epsilon or tau)")
+
+    def with_score(line, value):
+        parts = line.rstrip("\n").split("\t")
+        parts[col] = value
+        return "\t".join(parts) + "\n"
+
+    # rows 2, 3, 4 are kept trigenic rows, row 5 a digenic one: replace their scores
+    bad = [with_score(lines[1], "inf"), with_score(lines[2], "-Infinity"), with_score(lines[3], "1e400")]
+    rest = lines[4:]
+    big = with_score(lines[1], "1e300").replace("YAL048C_dma5203", "YBR001C_dma5203")
+    neg = with_score(lines[2], "-inf").replace("YAR002W_dma112", "YBR001C_dma112")
+    eps = with_score(lines[9], "Infinity")
+    path = tmp_path / S1
+    path.write_text("".join([lines[0], *bad, big, neg, eps, *([] if not slow else ["\n"]), *rest]))
+    screen = read_kuzmin_s1(path)
+    ref = read_kuzmin_s1(s1)
+    assert screen.dropped["non_finite_tau"] == 5
+    assert screen.dropped["non_finite_epsilon"] == 1
+    assert screen.dropped["nan_tau"] == ref.dropped["nan_tau"]  # NaN stays NaN
+    assert np.isfinite(screen.trigenic["tau"]).all()
+    assert np.isfinite(screen.trigenic["tau"].astype(np.float32)).all()

@@ -296,7 +296,7 @@ def test_shared_dango_release_counts(shared_string_dir):
 def test_tab_separated_is_rejected(string_fixture, tmp_path):
     path = tmp_path / V91
     lines = string_fixture.read_text().splitlines(keepends=True)
-    path.write_text(lines[0] + "".join(l.replace(" ", "\t") for l in lines[1:]))
+    path.write_text(lines[0] + "".join(x.replace(" ", "\t") for x in lines[1:]))
     with pytest.raises(DataFormatError, match="expected 10 space-separated fields .*found 1") as err:
         read_string_detailed(path)
     assert err.value.line == 2
@@ -309,3 +309,122 @@ def test_crlf_and_blank_lines(string_fixture, tmp_path):
     net, ref = read_string_detailed(path), read_string_detailed(string_fixture)
     for c in CHANNELS:
         pd.testing.assert_frame_equal(net.channels[c], ref.channels[c])
+
+
+# ------------------------------------------------------------------- what exports and cuts leave behind
+
+def test_plain_string_file_cut_inside_its_last_field(string_fixture, tmp_path):
+    text = string_fixture.read_text()
+    n_lines = text.count("\n")
+    path = tmp_path / V91
+    path.write_text(text[:-2])  # "... 0 0 210\n" -> "... 0 0 21": the line still parses
+    with pytest.raises(DataFormatError, match="has no final newline.*truncated") as err:
+        read_string_detailed(path)
+    assert err.value.line == n_lines and str(path) in str(err.value)
+
+
+def test_header_only_or_all_zero_string_file(string_fixture, tmp_path):
+    path = tmp_path / V91
+    path.write_text(" ".join(STRING_COLUMNS) + "\n")
+    with pytest.raises(DataFormatError, match="no data rows after the header") as err:
+        read_string_detailed(path)
+    assert str(path) in str(err.value)
+    lines = string_fixture.read_text().splitlines(keepends=True)
+    path.write_text(lines[0] + "".join(x for x in lines[1:] if x.split()[3] == "0"))  # fusion always 0
+    with pytest.raises(DataFormatError, match=r"no edges: every score of channel\(s\) \['fusion'\] is 0"):
+        read_string_detailed(path, channels=("fusion",))
+
+
+def test_bom_before_string_header(string_fixture, tmp_path):
+    path = tmp_path / V91
+    path.write_bytes(b"\xef\xbb\xbf" + string_fixture.read_bytes())
+    net, ref = read_string_detailed(path), read_string_detailed(string_fixture)
+    assert net.genes == ref.genes
+    for c in CHANNELS:
+        pd.testing.assert_frame_equal(net.channels[c], ref.channels[c])
+
+
+def test_lowercase_string_orfs_agree_with_upper_case(string_fixture, tmp_path):
+    text = string_fixture.read_text()
+    path = tmp_path / V91
+    # one direction lower-cased: both spellings name the same gene
+    path.write_text(text.replace("4932.YAL001C 4932.YAL002W", "4932.yal001c 4932.YAL002W"))
+    net, ref = read_string_detailed(path), read_string_detailed(string_fixture)
+    assert net.genes == ref.genes
+    for c in CHANNELS:
+        pd.testing.assert_frame_equal(net.channels[c], ref.channels[c])
+
+
+@pytest.mark.parametrize("change, line, column, message", [
+    (lambda t: t.replace("4932.YAL001C 4932.YAL002W", '"4932.YAL001C" "4932.YAL002W"'), 4, "protein1", "'\"4932"),
+    (lambda t: t.replace("4932.YAL002W 4932.YAL001C", '4932.YAL002W" 4932.YAL001C'), 5, "protein1", "YAL002W\""),
+    (lambda t: t.replace("\n4932.YAL002W 4932.YCL001W", "\n   \n4932.YAL002W 4932.YCL001W"), 8, None, "only whitespace"),
+    (lambda t: t.replace("4932.YBR001C 4932.YCL001W 0 0 0 88", "4932.YBR001C 4932.YCL\xe9 0 0 0 88"), 10, None, "UTF-8"),
+])
+def test_string_export_artefacts_named(string_fixture, tmp_path, change, line, column, message):
+    path = tmp_path / V91
+    path.write_bytes(change(string_fixture.read_text()).encode("latin-1"))
+    with pytest.raises(DataFormatError, match=message) as err:
+        read_string_detailed(path)
+    assert (err.value.line, err.value.column) == (line, column) and str(path) in str(err.value)
+
+
+def _release(tmp_path, fixtures_dir, genes: bytes | None = None, fusion: bytes | None = None):
+    src = fixtures_dir / "dango_release"
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "yeast_string_genes.txt").write_bytes(genes if genes is not None
+                                                      else (src / "yeast_string_genes.txt").read_bytes())
+    (tmp_path / "yeast_string_fusion_adjacency.txt").write_bytes(
+        fusion if fusion is not None else (src / "yeast_string_fusion_adjacency.txt").read_bytes())
+    return tmp_path
+
+
+def test_dango_gene_list_bom_quotes_case_crlf(fixtures_dir, tmp_path):
+    ref = read_dango_release(fixtures_dir / "dango_release", channels=("fusion",))
+    names = (fixtures_dir / "dango_release" / "yeast_string_genes.txt").read_text().split("\n")
+    variants = [
+        b"\xef\xbb\xbf" + "\n".join(names).encode(),
+        "\n".join(f'"{g}"' for g in names).encode(),
+        "\r\n".join(g.lower() for g in names).encode() + b"\r\n",
+    ]
+    for k, genes in enumerate(variants):
+        folder = _release(tmp_path / str(k), fixtures_dir, genes=genes,
+                          fusion=b"2\t4\t0.801000\r\n4\t2\t0.801000\r\n")
+        net = read_dango_release(folder, channels=("fusion",))
+        assert net.genes == ref.genes, k
+        pd.testing.assert_frame_equal(net.channels["fusion"], ref.channels["fusion"])
+
+
+def test_dango_gene_list_artefacts_and_cut(fixtures_dir, tmp_path):
+    folder = _release(tmp_path, fixtures_dir, genes=b'YAL001C\n"YAL002W\nYBR001C\nYCL001W\n')
+    with pytest.raises(DataFormatError, match="expected one gene name") as err:
+        read_dango_release(folder, channels=("fusion",))
+    assert err.value.line == 2
+    # the released list has no final newline; a cut shows as an incomplete last name
+    _release(tmp_path, fixtures_dir, genes=b"YAL001C\nYAL002W\nYBR001C\nYCL0")
+    with pytest.raises(DataFormatError, match="'YCL0' is not a complete systematic ORF name.*truncated") as err:
+        read_dango_release(folder, channels=("fusion",))
+    assert err.value.line == 4 and "yeast_string_genes.txt" in str(err.value)
+
+
+@pytest.mark.parametrize("content, line, column, message", [
+    (b"2\t4\t0.801000\n4\t2\t0.8", 2, None, "no final newline.*truncated"),  # the cut line still parses
+    (b"2\t4\t0.801000\n \t\n4\t2\t0.801000\n", 2, None, "only whitespace"),
+    (b"2\t4\t0.801000\n  \n4\t2\t0.801000\n", 2, None, "only whitespace"),
+    (b"2\t4\t0.801000\n4\t2\t0.8\xff\n", 2, None, "not UTF-8"),
+    (b"2\t4\t1e-50\n4\t2\t1e-50\n", 1, "weight", "rounds to 0 in float32"),
+    (b"2\t4\t-0.5\n", 1, "weight", "outside"),
+])
+def test_dango_adjacency_bad_lines_named(fixtures_dir, tmp_path, content, line, column, message):
+    folder = _release(tmp_path, fixtures_dir, fusion=content)
+    with pytest.raises(DataFormatError, match=message) as err:
+        read_dango_release(folder, channels=("fusion",))
+    assert (err.value.line, err.value.column) == (line, column)
+    assert "yeast_string_fusion_adjacency.txt" in str(err.value)
+
+
+def test_dango_empty_adjacency_file(fixtures_dir, tmp_path):
+    folder = _release(tmp_path, fixtures_dir, fusion=b"")
+    with pytest.raises(DataFormatError, match="no edges") as err:
+        read_dango_release(folder, channels=("fusion",))
+    assert "yeast_string_fusion_adjacency.txt" in str(err.value)

@@ -87,7 +87,8 @@ def test_existing_files_are_reused_and_stale_ones_regenerated(tmp_path):
     hashes = _hashes(files)
     # a truncated data file (size no longer matches the manifest) is regenerated
     files.kuzmin_s1.write_bytes(files.kuzmin_s1.read_bytes()[:1000])
-    generate_benchmark(tmp_path, "tiny", 3)
+    with pytest.warns(UserWarning, match="regenerating"):
+        generate_benchmark(tmp_path, "tiny", 3)
     assert _hashes(files) == hashes
     # a manifest for other parameters is not trusted
     man = json.loads(files.manifest.read_text())
@@ -101,6 +102,40 @@ def test_existing_files_are_reused_and_stale_ones_regenerated(tmp_path):
     files.manifest.write_text("{not json")
     generate_benchmark(tmp_path, "tiny", 3)
     assert _hashes(files) == hashes
+
+
+def test_edited_file_of_the_same_size_is_regenerated_with_a_warning(tmp_path):
+    files = generate_benchmark(tmp_path, "tiny", 3)
+    hashes = _hashes(files)
+    data = bytearray(files.kuzmin_s1.read_bytes())
+    k = data.index(b"\t-0.") + 2
+    data[k] = ord("1") if data[k] != ord("1") else ord("2")  # one digit of one score: same size
+    files.kuzmin_s1.write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match=r"aao1729_data_s1.tsv has sha256 [0-9a-f]{64}, the manifest "
+                                         + hashes["kuzmin_s1"] + "; regenerating the benchmark"):
+        generate_benchmark(tmp_path, "tiny", 3)
+    assert _hashes(files) == hashes
+
+
+def test_temp_files_of_an_interrupted_write_are_removed(tmp_path):
+    import os
+    import time
+
+    files = generate_benchmark(tmp_path, "tiny", 3)
+    # what fileio.atomic_write / atomic_path leave when the process is killed mid-write
+    stale = [tmp_path / f".{files.string_v9_1.name}.k3j2.tmp",
+             tmp_path / f".{files.ground_truth_triplets.name}.x81q.tmp.parquet",
+             tmp_path / f".{files.manifest.name}.a0b1.tmp"]
+    fresh = tmp_path / f".{files.kuzmin_s1.name}.live.tmp"  # a write in progress right now
+    other = tmp_path / ".notes.txt.old.tmp"  # not the generator's
+    for p in (*stale, fresh, other):
+        p.write_bytes(b"partial")
+    old = time.time() - 3600
+    for p in (*stale, other):
+        os.utime(p, (old, old))
+    generate_benchmark(tmp_path, "tiny", 3)
+    assert not any(p.exists() for p in stale)
+    assert fresh.exists() and other.exists()
 
 
 # ----------------------------------------------------------------------------- round trip
@@ -181,16 +216,16 @@ def test_data_s1_looks_like_the_real_file(tiny):
 # ----------------------------------------------------------------------------- planted truth
 
 def _pct_by_sets(earlier, later, channel):
-    """Issue 3's definition spelled out with Python sets (independent of the generator's code)."""
+    """The definition spelled out with Python sets (independent of the generator's code)."""
     def edges(net):
         g = net.genes
         df = net.channels[channel]
         return {frozenset((g[i], g[j])) for i, j in zip(df["i"], df["j"])}
 
-    e, l = edges(earlier), edges(later)
-    common = set().union(*e) & set().union(*l)
+    e, later_edges = edges(earlier), edges(later)
+    common = set().union(*e) & set().union(*later_edges)
     e_c = {x for x in e if x <= common}
-    l_c = {x for x in l if x <= common}
+    l_c = {x for x in later_edges if x <= common}
     non_edges = len(common) * (len(common) - 1) // 2 - len(e_c)
     return 100.0 * len(l_c - e_c) / non_edges
 
@@ -208,6 +243,21 @@ def test_planted_decreased_zeros_are_reproduced_from_the_files(tiny):
         assert abs(pct - 1.0) > 0.4, f"{c}: planted {pct:.3f}% is too close to the 1% threshold"
     assert gt["planted_lambda"] == {"neighborhood": 1.0, "fusion": 1.0, "cooccurence": 1.0,
                                     "coexpression": 0.1, "experimental": 0.1, "database": 1.0}
+
+
+def test_planted_truth_does_not_come_from_lambda_determination(monkeypatch, tiny):
+    import dango_nb.lambdas as lambdas
+
+    study, _ = tiny
+
+    def wrong(*a, **k):
+        raise AssertionError("the generator must not compute its planted answer with dango_nb.lambdas")
+    monkeypatch.setattr(lambdas, "decreased_zeros", wrong)
+    monkeypatch.setattr(lambdas, "determine_lambdas", wrong)
+    again = simulate("tiny", 0)
+    assert again.ground_truth == study.ground_truth
+    for row in study.ground_truth["decreased_zeros"]:
+        assert row["pct_decreased_zeros"] == 100.0 * row["new_edges"] / row["non_edges_earlier"]
 
 
 def test_planted_percentages_on_small_hit_their_targets(small):

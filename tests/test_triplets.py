@@ -78,26 +78,17 @@ def test_subset_to_len_repr():
     assert "n=37" in repr(tt) and "Y000" not in repr(tt)
 
 
-def test_batches_cover_once_and_are_seeded():
-    tt, _ = make_triplets(random_table(), GENES)
+def test_non_finite_tau_is_its_own_drop_reason():
+    table = pd.DataFrame({"gene1": [GENES[0]] * 5, "gene2": [GENES[1]] * 5, "gene3": [GENES[2]] * 5,
+                          "tau": [0.1, np.inf, -np.inf, 1e300, np.nan]})
+    tt, dropped = make_triplets(table, GENES)
+    assert dropped == {"nan_tau": 1, "non_finite_tau": 3}
+    assert len(tt) == 1 and torch.isfinite(tt.targets).all()
 
-    def order(gen, **kw):
-        out = [(i, t) for i, t in tt.batches(8, generator=gen, **kw)]
-        return torch.cat([i for i, _ in out]), torch.cat([t for _, t in out]), [len(t) for _, t in out]
 
-    i1, t1, sizes = order(torch.Generator().manual_seed(1))
-    i2, t2, _ = order(torch.Generator().manual_seed(1))
-    i3, _, _ = order(torch.Generator().manual_seed(2))
-    assert sizes == [8, 8, 8, 8, 5]
-    assert torch.equal(i1, i2) and torch.equal(t1, t2) and not torch.equal(i1, i3)
-    # a permutation of all rows, with indices and targets kept together
-    rows = sorted(zip(map(tuple, i1.tolist()), t1.tolist()))
-    assert rows == sorted(zip(map(tuple, tt.indices.tolist()), tt.targets.tolist()))
-    i4, t4, _ = order(None, shuffle=False)
-    assert torch.equal(i4, tt.indices) and torch.equal(t4, tt.targets)
-    assert [len(t) for _, t in tt.batches(8, shuffle=False, drop_last=True)] == [8, 8, 8, 8]
-    with pytest.raises(ValueError):
-        next(tt.batches(0))
+def test_no_batch_iterator_on_tensors():
+    # batching belongs to the training loop's batch sources; the tensors only index and move
+    assert not hasattr(TripletTensors, "batches")
 
 
 def test_dataset_items_torchcell_layout():
@@ -119,7 +110,7 @@ def test_both_views_agree_through_dataloader():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # e.g. PyG's "Unable to accurately infer 'num_nodes'"
         loader = DataLoader(ds, batch_size=8, shuffle=False, follow_batch=["perturbation_indices"])
-        pairs = list(zip(loader, tt.batches(8, shuffle=False)))
+        pairs = list(zip(loader, [(tt.indices[k:k + 8], tt.targets[k:k + 8]) for k in range(0, len(tt), 8)]))
     assert len(pairs) == 5
     for batch, (idx, tgt) in pairs:
         b = len(tgt)
@@ -132,7 +123,10 @@ def test_both_views_agree_through_dataloader():
     # the same seeded permutation gives the same batches in both views
     perm = torch.randperm(len(tt), generator=torch.Generator().manual_seed(3))
     loader = DataLoader(ds.index_select(perm), batch_size=10, follow_batch=["perturbation_indices"])
-    for batch, (idx, tgt) in zip(loader, tt.subset(perm).batches(10, shuffle=False)):
+    sub = tt.subset(perm)
+    chunks = [(sub.indices[k:k + 10], sub.targets[k:k + 10]) for k in range(0, len(sub), 10)]
+    assert len(loader) == len(chunks) == 4
+    for batch, (idx, tgt) in zip(loader, chunks):
         assert torch.equal(batch.perturbation_indices.view(-1, 3), idx)
         assert torch.equal(batch.phenotype_values, tgt)
 

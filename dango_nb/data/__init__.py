@@ -1,8 +1,8 @@
 """Data layer: raw files -> typed tables -> PyTorch Geometric objects (see docs/architecture.md)."""
 
 from dango_nb.data.download import (
-    KNOWN_FILES, KUZMIN_S1, DataNotAvailableError, data_dir, fetch, fetch_kuzmin_s1, fetch_string, string_filename,
-    string_url,
+    KNOWN_FILES, KUZMIN_S1, REGISTRY_FILE, DataNotAvailableError, data_dir, fetch, fetch_kuzmin_s1, fetch_string,
+    string_filename, string_url,
 )
 from dango_nb.data.graph import build_cell_graph, channel_of, edge_type_name, version_of
 from dango_nb.data.kuzmin import HO_LOCUS, KUZMIN_COLUMNS, KuzminScreen, read_kuzmin_s1, write_kuzmin_s1
@@ -13,8 +13,8 @@ from dango_nb.data.string_db import (
 from dango_nb.data.triplets import TripletDataset, TripletTensors, as_index_array, make_triplets
 
 __all__ = [
-    "KNOWN_FILES", "KUZMIN_S1", "DataNotAvailableError", "data_dir", "fetch", "fetch_kuzmin_s1", "fetch_string",
-    "string_filename", "string_url",
+    "KNOWN_FILES", "KUZMIN_S1", "REGISTRY_FILE", "DataNotAvailableError", "data_dir", "fetch", "fetch_kuzmin_s1",
+    "fetch_string", "string_filename", "string_url",
     "build_cell_graph", "channel_of", "edge_type_name", "version_of",
     "HO_LOCUS", "KUZMIN_COLUMNS", "KuzminScreen", "read_kuzmin_s1", "write_kuzmin_s1",
     "CHANNELS", "EXTRA_CHANNELS", "StringNetworks", "read_dango_release", "read_string_detailed",
@@ -22,8 +22,8 @@ __all__ = [
     "TripletDataset", "TripletTensors", "as_index_array", "make_triplets",
 ]
 
-# synthetic.py / study.py exports (owned by another helper) go below this line.
-from dango_nb.data.synthetic import (
+# synthetic.py and study.py import the loaders above.
+from dango_nb.data.synthetic import (  # noqa: E402
     PRESETS, BenchmarkFiles, ChannelSpec, Preset, SignalSpec, SyntheticStudy, generate_benchmark,
     simulate, with_preset,
 )

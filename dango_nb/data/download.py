@@ -1,16 +1,24 @@
 """Finding raw data files locally, or downloading them once with pooch.
 
 Files live in :func:`data_dir` (``$DANGO_DATA_DIR``, else the per-user cache from platformdirs).
-A file already there is used as is, without any network access (its sha256 is checked when one is
-known). Only a missing file is downloaded; pooch streams it to a temporary file in the same folder
-and renames it into place after the download (and hash check) succeeded, so an interrupted or failed
-download never leaves a file under the real name. When a file is missing and cannot be downloaded
-(offline, ``DANGO_OFFLINE=1``, or no known URL) one :class:`DataNotAvailableError` says which file to
-place in which folder.
+A file already there is used without any network access. Only a missing file is downloaded; pooch
+streams it to a temporary file in the same folder and renames it into place after the download (and
+hash check) succeeded, so an interrupted or failed download never leaves a file under the real name.
+When a file is missing and cannot be downloaded (offline, ``DANGO_OFFLINE=1``, or no known URL) one
+:class:`DataNotAvailableError` says which file to place in which folder.
+
+No published hash exists for these files, so the folder keeps its own: the first time a file is
+downloaded (or first used, when placed by hand) its size and sha256 go into ``registry.json`` in
+the same folder (trust on first use, as pooch's registries and ``ssh``'s known hosts do). Every later
+use checks the file against that record, and a download of a file whose record exists must match
+it, so a file changed on disk or swapped at the source is refused, naming both hashes.
 """
 
 from __future__ import annotations
 
+import datetime
+import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,12 +29,17 @@ import platformdirs
 import pooch
 
 from dango_nb.errors import DataFormatError
+from dango_nb.fileio import atomic_write_json
+
+log = logging.getLogger(__name__)
 
 ENV_DATA_DIR = "DANGO_DATA_DIR"
 ENV_OFFLINE = "DANGO_OFFLINE"
 
 STRING_VERSIONS = ("9.1", "11.0", "12.0")
 KUZMIN_S1 = "aao1729_data_s1.tsv"
+#: Size and sha256 of every file of a data folder, recorded on first download or use.
+REGISTRY_FILE = "registry.json"
 
 
 class DataNotAvailableError(FileNotFoundError):
@@ -50,7 +63,7 @@ def string_filename(version: str) -> str:
 def string_url(version: str) -> str:
     """Download URL of the yeast (taxon 4932) ``protein.links.detailed`` file of a STRING version.
 
-    v9.1 lives on the archived ``string91.embl.de`` site; v11.0 on ``stringdb-static.org``, STRING's
+    v9.1 lives on the archived ``string91.embl.de`` site (served over https too); v11.0 on ``stringdb-static.org``, STRING's
     download host when v11.0 was current (the archive site ``version-11-0.string-db.org`` links
     there); v12.0 and later follow ``stringdb-downloads.org``'s layout
     ``download/protein.links.detailed.v{ver}/4932.protein.links.detailed.v{ver}.txt.gz``.
@@ -58,7 +71,7 @@ def string_url(version: str) -> str:
     version = str(version)
     name = string_filename(version)
     if version == "9.1":
-        return f"http://string91.embl.de/newstring_download/protein.links.detailed.v9.1/{name}"
+        return f"https://string91.embl.de/newstring_download/protein.links.detailed.v9.1/{name}"
     if version == "11.0":
         return f"https://stringdb-static.org/download/protein.links.detailed.v11.0/{name}"
     try:
@@ -70,8 +83,9 @@ def string_url(version: str) -> str:
     return f"https://stringdb-downloads.org/download/protein.links.detailed.v{version}/{name}"
 
 
-#: Files the package knows by name. Hashes are unknown offline, so ``sha256`` is None (pooch then
-#: skips verification); pass ``known_hash=`` to :func:`fetch` to pin one.
+#: Files the package knows by name. No hash is published for them, so ``sha256`` is None and the
+#: folder's :data:`REGISTRY_FILE` pins each file after its first download; pass ``known_hash=`` to
+#: :func:`fetch` to pin one up front.
 KNOWN_FILES: dict[str, RemoteFile] = {
     **{string_filename(v): RemoteFile(string_filename(v), string_url(v), None,
                                       f"STRING v{v} download page (yeast, taxon 4932)")
@@ -108,6 +122,46 @@ def _split(name_or_url: str) -> tuple[str, str | None, RemoteFile | None]:
     return name_or_url, (known.url if known else None), known
 
 
+def _read_registry(folder: Path) -> dict:
+    path = folder / REGISTRY_FILE
+    try:
+        reg = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise DataFormatError(f"unreadable registry ({exc}); delete it to record every file of {folder} "
+                              "again from what is there now", path) from exc
+    if not isinstance(reg, dict) or not isinstance(reg.get("files", {}), dict):
+        raise DataFormatError(f"expected a JSON object with 'files'; delete it to record every file of {folder} "
+                              "again", path)
+    return reg.get("files", {})
+
+
+def _record(folder: Path, fname: str, path: Path, url: str | None) -> None:
+    files = _read_registry(folder)
+    files[fname] = {"bytes": path.stat().st_size, "sha256": pooch.file_hash(str(path), alg="sha256"),
+                    "url": url, "recorded": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    try:
+        atomic_write_json({"files": files}, folder / REGISTRY_FILE)
+    except OSError as exc:  # a read-only data folder can still be read; it just cannot pin its files
+        log.warning("%s: cannot record %s's sha256 (%s); it will not be verified on reuse",
+                    folder / REGISTRY_FILE, fname, exc)
+
+
+def _verify(target: Path, fname: str, rec: dict, registry: Path) -> None:
+    """Refuse ``target`` when its size or sha256 differs from the registry's record."""
+    want = str(rec.get("sha256", ""))
+    got_size = target.stat().st_size
+    got = pooch.file_hash(str(target), alg="sha256") if got_size == rec.get("bytes") else None
+    if got != want:
+        found = f"sha256 {got}" if got else f"{got_size} bytes instead of {rec.get('bytes')}"
+        raise DataFormatError(
+            f"differs from the copy recorded in {registry} on {rec.get('recorded', '?')}: expected sha256 {want}, "
+            f"found {found}. If the file was damaged, delete it to download it again (the download must "
+            f"match the record); if you replaced it on purpose, delete the '{fname}' entry from {registry} "
+            "to record the new file", target)
+
+
 def fetch(name_or_url: str, *, folder: str | os.PathLike | None = None, known_hash: str | None = None,
           allow_download: bool | None = None, progressbar: bool = False,
           downloader: Callable | None = None) -> Path:
@@ -116,14 +170,18 @@ def fetch(name_or_url: str, *, folder: str | os.PathLike | None = None, known_ha
     ``name_or_url``: a known file name (see :data:`KNOWN_FILES`, e.g. ``string_filename("9.1")`` or
     ``KUZMIN_S1``) or a URL. ``allow_download=None`` downloads unless ``$DANGO_OFFLINE`` is set.
     ``downloader`` is passed to ``pooch.retrieve`` (tests use it to stay off the network).
+    The file is checked against ``known_hash`` when given, else against its record in the folder's
+    :data:`REGISTRY_FILE` (written after the first download or first use).
     Raises :class:`DataNotAvailableError` (a ``FileNotFoundError``) naming the file and the folder
-    when the file is missing and cannot be downloaded, and ``DataFormatError`` when a present file's
-    sha256 differs from the known one.
+    when the file is missing and cannot be downloaded, and ``DataFormatError`` when a file's sha256
+    differs from the known or recorded one (the message says how to recover).
     """
     fname, url, known = _split(name_or_url)
     folder = Path(folder).expanduser() if folder is not None else data_dir()
     sha = known_hash or (known.sha256 if known else None)
     target = folder / fname
+    registry = folder / REGISTRY_FILE
+    rec = _read_registry(folder).get(fname) if folder.is_dir() else None
     if target.is_file():
         if sha is not None:
             algo, _, digest = sha.rpartition(":")
@@ -131,6 +189,10 @@ def fetch(name_or_url: str, *, folder: str | os.PathLike | None = None, known_ha
             if got != digest.lower():
                 raise DataFormatError(f"{algo or 'sha256'} {got} differs from the expected {digest}; "
                                       "delete the file to download it again", target)
+        elif rec is not None:
+            _verify(target, fname, rec, registry)
+        if rec is None:
+            _record(folder, fname, target, url)
         return target
 
     where = f"Place '{fname}' in {folder}"
@@ -144,12 +206,18 @@ def fetch(name_or_url: str, *, folder: str | os.PathLike | None = None, known_ha
     if not allow_download:
         raise DataNotAvailableError(f"{fname} not found in {folder} and downloading is switched off"
                                     f"{f' ({ENV_OFFLINE} is set)' if _offline() else ''}. {where}{hint}{get}.")
+    pinned = sha or (f"sha256:{rec['sha256']}" if rec is not None else None)
     try:
-        got = pooch.retrieve(url, known_hash=sha, fname=fname, path=str(folder), progressbar=progressbar,
+        got = pooch.retrieve(url, known_hash=pinned, fname=fname, path=str(folder), progressbar=progressbar,
                              downloader=downloader)
     except Exception as exc:  # network errors come in many types (requests, ftplib, socket, hash mismatch)
+        pin = (f" The download must match the sha256 {rec['sha256']} recorded in {registry} on "
+               f"{rec.get('recorded', '?')}; if the source changed on purpose, delete the '{fname}' entry "
+               "there." if rec is not None and sha is None else "")
         raise DataNotAvailableError(f"{fname} not found in {folder} and downloading {url} failed "
-                                    f"({type(exc).__name__}: {exc}). {where}{hint}{get}.") from exc
+                                    f"({type(exc).__name__}: {exc}).{pin} {where}{hint}{get}.") from exc
+    if sha is None and rec is None:
+        _record(folder, fname, Path(got), url)
     return Path(got)
 
 

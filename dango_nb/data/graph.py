@@ -57,7 +57,8 @@ def build_cell_graph(networks: StringNetworks, genes: Sequence[str] | None = Non
     both directions, sorted by (source, target), and ``edge_weight`` (2E,) float32. ``genes`` may be
     a larger vocabulary (e.g. screened genes absent from STRING become isolated nodes); edges are
     mapped by gene name, and edges touching a gene missing from ``genes`` are left out (logged).
-    ``data.string_version`` records the STRING version.
+    ``data.string_version`` records the STRING version. Weights outside (0, 1] as float32 (zero,
+    negative, NaN, or too small to survive float32) raise ``ValueError``.
     """
     node_ids = list(networks.genes if genes is None else genes)
     index = pd.Index(node_ids)
@@ -74,6 +75,10 @@ def build_cell_graph(networks: StringNetworks, genes: Sequence[str] | None = Non
         i = remap[df["i"].to_numpy(np.int64)]
         j = remap[df["j"].to_numpy(np.int64)]
         w = df["weight"].to_numpy(np.float32)
+        if len(w) and not ((w > 0) & (w <= 1)).all():  # also NaN, and weights that round to 0 in float32
+            bad = w[~((w > 0) & (w <= 1))][0]
+            raise ValueError(f"channel {channel!r}: edge weight {bad!r} (as float32) outside (0, 1]; "
+                             "STRING weights are score / 1000")
         ok = (i >= 0) & (j >= 0)
         if not ok.all():
             log.info("%s: %d edges touch genes outside the given gene list; left out", channel, int((~ok).sum()))

@@ -12,9 +12,9 @@ from __future__ import annotations
 import gzip
 import io
 import logging
+import math
 import os
 import re
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 from scipy import stats
 
+from dango_nb.data.textio import orf_name, read_bytes, unquote
 from dango_nb.errors import DataFormatError
 from dango_nb.fileio import atomic_write
 
@@ -79,16 +80,6 @@ class KuzminScreen:
     source: str | None = None
 
 
-def _read_bytes(path: Path) -> bytes:
-    try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as fh:
-                return fh.read()
-        return path.read_bytes()
-    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
-        raise DataFormatError(f"truncated or corrupt gzip stream ({type(exc).__name__}: {exc})", path) from exc
-
-
 def _decode(data: bytes, path: Path) -> str:
     try:
         return data.decode("utf-8")
@@ -110,7 +101,7 @@ def _parse_fast(body: bytes, header: list[str]):
         table = pacsv.read_csv(
             io.BytesIO(body),
             read_options=pacsv.ReadOptions(column_names=header, block_size=1 << 24),
-            parse_options=pacsv.ParseOptions(delimiter="\t", quote_char=False, ignore_empty_lines=False),
+            parse_options=pacsv.ParseOptions(delimiter="\t", quote_char='"', ignore_empty_lines=False),
             convert_options=pacsv.ConvertOptions(column_types=types, include_columns=list(KUZMIN_COLUMNS),
                                                  null_values=_NA_VALUES, strings_can_be_null=False),
         )
@@ -118,11 +109,25 @@ def _parse_fast(body: bytes, header: list[str]):
         return None
     text = {c: table[c].to_numpy(zero_copy_only=False).astype(object) for c in text_cols}
     num = {c: table[c].to_numpy(zero_copy_only=False).astype(np.float64) for c in NUMERIC_COLUMNS}
-    return text, num, np.arange(2, table.num_rows + 2, dtype=np.int64)
+    line = np.arange(2, table.num_rows + 2, dtype=np.int64)
+    # an empty line comes back as a row of empty fields: not a row of the screen
+    blank = np.logical_and.reduce([text[c] == "" for c in text_cols] + [np.isnan(num[c]) for c in NUMERIC_COLUMNS])
+    if blank.any():
+        text = {c: v[~blank] for c, v in text.items()}
+        num = {c: v[~blank] for c, v in num.items()}
+        line = line[~blank]
+    return text, num, line
+
+
+def _to_float(v: str) -> float:
+    try:
+        return float(v)
+    except ValueError:
+        return math.nan if v in _NA_VALUES else None
 
 
 def _parse_slow(text: str, header: list[str], path: Path):
-    """Line-by-line parse that names the first bad line and column."""
+    """Line-by-line parse that names the first bad line and column (fields may be CSV-quoted)."""
     lines = text.split("\n")
     nf = len(header)
     records, linenos = [], []
@@ -130,24 +135,22 @@ def _parse_slow(text: str, header: list[str], path: Path):
         raw = raw.rstrip("\r")
         if not raw.strip():
             continue
-        parts = raw.split("\t")
+        parts = [unquote(f) for f in raw.split("\t")]
         if len(parts) != nf:
-            last = k == len(lines) and not text.endswith("\n")
-            raise DataFormatError(f"expected {nf} tab-separated fields, found {len(parts)}"
-                                  + ("; the file may be truncated" if last else ""), path, line=k)
+            raise DataFormatError(f"expected {nf} tab-separated fields, found {len(parts)}", path, line=k)
         records.append(parts)
         linenos.append(k)
     df = pd.DataFrame(records, columns=header, dtype=object) if records else pd.DataFrame(columns=header, dtype=object)
     line = np.asarray(linenos, dtype=np.int64)
     num = {}
     for c in NUMERIC_COLUMNS:
-        raw = df[c].str.strip()
-        val = pd.to_numeric(raw, errors="coerce")
-        bad = val.isna() & ~raw.isin(_NA_VALUES)
+        # float() like the fast path: "inf", "Infinity" and "1e400" are numbers (infinite), not errors
+        val = _per_unique(df[c].str.strip().to_numpy(dtype=object), lambda v: (_to_float(v),))[0]
+        bad = np.array([v is None for v in val], dtype=bool)
         if bad.any():
-            k = int(np.flatnonzero(bad.to_numpy())[0])
+            k = int(np.flatnonzero(bad)[0])
             raise DataFormatError(f"expected a number, found {df[c].iloc[k]!r}", path, line=int(line[k]), column=c)
-        num[c] = val.to_numpy(np.float64)
+        num[c] = val.astype(np.float64)
     text_cols = {c: df[c].to_numpy(dtype=object) for c in KUZMIN_COLUMNS if c not in NUMERIC_COLUMNS}
     return text_cols, num, line
 
@@ -160,18 +163,20 @@ def _per_unique(values: np.ndarray, fn) -> list[np.ndarray]:
     return [np.array([p[k] for p in parsed] + [None], dtype=object)[codes] for k in range(width)]
 
 
-_QUERY = re.compile(r"^([^+_\s]+)(?:\+([^+_\s]+))?_(\S+)$")
-_ARRAY = re.compile(r"^([^+_\s]+)_([A-Za-z]+)\S*$")
+# gene names hold no quote, BOM or space (an unparsed export artefact makes the strain unparseable)
+_NAME = r"[^+_\s\"'\ufeff]+"
+_QUERY = re.compile(rf"^({_NAME})(?:\+({_NAME}))?_(\S+)$")
+_ARRAY = re.compile(rf"^({_NAME})_([A-Za-z]+)\S*$")
 
 
 def _parse_query(s: str):
     m = _QUERY.match(s.strip())
-    return (m.group(1).upper(), (m.group(2) or "").upper()) if m else (None, None)
+    return (orf_name(m.group(1)), orf_name(m.group(2) or "")) if m else (None, None)
 
 
 def _parse_array(s: str):
     m = _ARRAY.match(s.strip())
-    return (m.group(1).upper(), m.group(2).lower()) if m else (None, None)
+    return (orf_name(m.group(1)), m.group(2).lower()) if m else (None, None)
 
 
 def _fisher(logp_sum: np.ndarray, k: np.ndarray) -> np.ndarray:
@@ -208,7 +213,11 @@ def read_kuzmin_s1(path: str | os.PathLike) -> KuzminScreen:
     Rows are classified by their strain ids (query genes other than the HO locus ``YDL227C`` plus the
     array gene: 3 distinct ORFs -> trigenic, 2 -> digenic). Rows are dropped, and counted in
     ``dropped``, for: ``unparseable_strain``, ``unknown_array_type`` (neither ``dma`` nor ``tsa``),
-    ``repeated_gene`` (the same ORF twice), ``nan_tau`` / ``nan_epsilon`` (no score). Replicates of a
+    ``repeated_gene`` (the same ORF twice), ``nan_tau`` / ``nan_epsilon`` (no score),
+    ``non_finite_tau`` / ``non_finite_epsilon`` (``inf``, ``Infinity``, ``1e400``, or beyond float32's
+    range like ``1e300``). ORF names are upper-cased; CSV-quoted fields, a BOM and CRLF line ends are
+    read as spreadsheets write them; a file whose last line has no final newline was cut (error).
+    Replicates of a
     triplet (or pair) are merged: mean score and a p-value combined with Fisher's method (the same
     as ``scipy.stats.combine_pvalues(method="fisher")``, computed vectorised over groups; missing
     p-values are left out of the combination). Malformed files (missing column, wrong field count,
@@ -216,9 +225,7 @@ def read_kuzmin_s1(path: str | os.PathLike) -> KuzminScreen:
     naming the file, line and column.
     """
     path = Path(path)
-    data = _read_bytes(path)
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
+    data = read_bytes(path)
     nl = data.find(b"\n")
     first = _decode(data if nl < 0 else data[:nl], path).rstrip("\r")
     if not first.strip():
@@ -231,13 +238,15 @@ def read_kuzmin_s1(path: str | os.PathLike) -> KuzminScreen:
     if len(set(header)) != len(header):
         raise DataFormatError(f"repeated column name in header {header}", path, line=1)
     body = b"" if nl < 0 else data[nl + 1:]
+    if not body.strip():
+        raise DataFormatError("no data rows after the header line; expected one row per measured strain", path)
     parsed = None
     try:
         body.decode("utf-8")
         utf8 = True
     except UnicodeDecodeError:
         utf8 = False
-    if utf8 and body.strip():
+    if utf8:
         parsed = _parse_fast(body, header)
     if parsed is None:
         parsed = _parse_slow(_decode(data, path), header, path)
@@ -263,11 +272,14 @@ def read_kuzmin_s1(path: str | os.PathLike) -> KuzminScreen:
     bad_count = ~unparseable & ~unknown_type & ~repeated & (n_genes < 2)
     trig = n_genes == 3
     score = num[SCORE_COLUMN]
+    # infinite, or too large for the float32 the model trains on (1e300 would become inf there)
+    non_finite = np.isinf(score) | (np.abs(np.nan_to_num(score)) > np.finfo(np.float32).max)
 
     reasons = np.full(len(line), "", dtype=object)
     for mask, why in ((unparseable, "unparseable_strain"), (bad_count, "unparseable_strain"),
                       (unknown_type, "unknown_array_type"), (repeated, "repeated_gene"),
-                      (trig & np.isnan(score), "nan_tau"), (~trig & np.isnan(score), "nan_epsilon")):
+                      (trig & np.isnan(score), "nan_tau"), (~trig & np.isnan(score), "nan_epsilon"),
+                      (trig & non_finite, "non_finite_tau"), (~trig & non_finite, "non_finite_epsilon")):
         reasons[(reasons == "") & mask] = why
     keep = reasons == ""
     dropped = {str(r): int(c) for r, c in zip(*np.unique(reasons[~keep].astype(str), return_counts=True))}

@@ -7,12 +7,10 @@ edge table ``i < j`` with ``weight = score / 1000`` in (0, 1].
 from __future__ import annotations
 
 import gzip
-import io
 import logging
 import os
 import re
 import warnings
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -23,6 +21,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from dango_nb.data.textio import (
+    SYSTEMATIC_ORF, artefact_in, cut_error, decode_line, orf_name, read_bytes, unquote,
+)
 from dango_nb.errors import DataFormatError
 from dango_nb.fileio import atomic_write
 
@@ -103,12 +104,6 @@ def _version_from_name(path: Path) -> str | None:
     return m.group(1) if m else None
 
 
-def _open_text(path: Path):
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")
-
-
 def _canonical(i: np.ndarray, j: np.ndarray, w: np.ndarray, n: int):
     """Undirected edges ``i < j`` sorted; duplicate pairs keep the max weight.
 
@@ -138,60 +133,60 @@ def _edge_frame(i: np.ndarray, j: np.ndarray, w: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame({"i": i.astype(np.int64), "j": j.astype(np.int64), "weight": w.astype(np.float32)})
 
 
-def _gz_error(path: Path, exc: BaseException, line: int | None) -> DataFormatError:
-    where = f" after line {line}" if line else ""
-    return DataFormatError(f"truncated or corrupt gzip stream{where} ({type(exc).__name__}: {exc})", path)
-
-
 # ---------------------------------------------------------------------------- protein.links.detailed
 
-def _read_header(path: Path) -> list[str]:
-    try:
-        with _open_text(path) as fh:
-            first = fh.readline()
-    except (OSError, EOFError, zlib.error, UnicodeDecodeError) as exc:
-        raise _gz_error(path, exc, None) if path.suffix == ".gz" else DataFormatError(str(exc), path) from exc
+def _lines(data: bytes, path: Path, start: int = 1):
+    """``(line number, text)`` of the data lines, UTF-8 checked; empty lines are skipped (the fast
+    readers skip them too), a line holding only whitespace is an error naming it."""
+    for lineno, raw in enumerate(data.split(b"\n")[:-1], start=1):
+        if lineno < start:
+            continue
+        text = decode_line(raw, path, lineno).rstrip("\r")
+        if not text:
+            continue
+        if not text.strip():
+            raise DataFormatError("the line holds only whitespace; expected a data line (or an empty line)",
+                                  path, line=lineno)
+        yield lineno, text
+
+
+def _read_header(data: bytes, path: Path) -> list[str]:
+    nl = data.find(b"\n")
+    first = decode_line(data[: nl if nl >= 0 else len(data)], path, 1).rstrip("\r")
     if not first.strip():
         raise DataFormatError("empty file; expected the header line '" + " ".join(STRING_COLUMNS) + "'",
                               path, line=1)
-    return first.rstrip("\r\n").split(" ")
+    return first.split(" ")
 
 
-def _diagnose_string(path: Path, header: list[str], taxon: str, score_cols: Sequence[str]) -> None:
+def _bad_protein_id(v: str, prefix: str) -> bool:
+    return not v.startswith(prefix) or len(v) == len(prefix) or artefact_in(v) is not None
+
+
+def _diagnose_string(data: bytes, path: Path, header: list[str], taxon: str, score_cols: Sequence[str]) -> None:
     """Slow line-by-line pass that raises a ``DataFormatError`` at the first bad line."""
     pos = {c: header.index(c) for c in ("protein1", "protein2", *score_cols)}
     prefix = taxon + "."
-    lineno = 1
-    try:
-        with _open_text(path) as fh:
-            fh.readline()
-            for lineno, raw in enumerate(fh, start=2):
-                if not raw.strip():
-                    continue
-                parts = raw.rstrip("\r\n").split(" ")
-                if len(parts) != len(header):
-                    raise DataFormatError(
-                        f"expected {len(header)} space-separated fields ({' '.join(header)}), found {len(parts)}"
-                        + ("; the file may be truncated" if not raw.endswith("\n") else ""),
-                        path, line=lineno)
-                for c in ("protein1", "protein2"):
-                    v = parts[pos[c]]
-                    if not v.startswith(prefix) or len(v) == len(prefix):
-                        raise DataFormatError(f"expected a protein id '{prefix}<ORF>', found {v!r}",
-                                              path, line=lineno, column=c)
-                for c in score_cols:
-                    v = parts[pos[c]]
-                    try:
-                        s = int(v)
-                    except ValueError:
-                        raise DataFormatError(f"expected an integer score 0..1000, found {v!r}",
-                                              path, line=lineno, column=c) from None
-                    if not 0 <= s <= 1000:
-                        raise DataFormatError(f"score {s} outside 0..1000", path, line=lineno, column=c)
-    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
-        raise _gz_error(path, exc, lineno) from exc
-    except UnicodeDecodeError as exc:
-        raise DataFormatError(f"not UTF-8 text ({exc})", path, line=lineno + 1) from exc
+    for lineno, text in _lines(data, path, start=2):
+        parts = text.split(" ")
+        if len(parts) != len(header):
+            raise DataFormatError(
+                f"expected {len(header)} space-separated fields ({' '.join(header)}), found {len(parts)}",
+                path, line=lineno)
+        for c in ("protein1", "protein2"):
+            v = parts[pos[c]]
+            if _bad_protein_id(v, prefix):
+                raise DataFormatError(f"expected a protein id '{prefix}<ORF>', found {v!r}",
+                                      path, line=lineno, column=c)
+        for c in score_cols:
+            v = parts[pos[c]]
+            try:
+                s = int(v)
+            except ValueError:
+                raise DataFormatError(f"expected an integer score 0..1000, found {v!r}",
+                                      path, line=lineno, column=c) from None
+            if not 0 <= s <= 1000:
+                raise DataFormatError(f"score {s} outside 0..1000", path, line=lineno, column=c)
 
 
 def read_string_detailed(path: str | os.PathLike, version: str | None = None,
@@ -201,8 +196,10 @@ def read_string_detailed(path: str | os.PathLike, version: str | None = None,
     A pair is an edge of a channel when that channel's score is > 0; ``weight = score / 1000``.
     Pairs are usually listed in both directions; they are merged into ``i < j`` (the larger score
     wins when the two directions disagree; counted in ``conflicts``). The vocabulary is the sorted
-    set of ORFs appearing in the file (ids ``<taxon>.<ORF>``). ``channels`` defaults to
-    :data:`CHANNELS`; ``"textmining"`` may be added.
+    set of ORFs appearing in the file (ids ``<taxon>.<ORF>``, ORF names upper-cased). ``channels``
+    defaults to :data:`CHANNELS`; ``"textmining"`` may be added. The file is read with
+    :func:`dango_nb.data.textio.read_bytes` (BOM removed; a cut file is an error); a file without
+    data rows, or without any edge in the requested channels, is an error.
     """
     path = Path(path)
     channels = _check_channels(channels)
@@ -211,7 +208,8 @@ def read_string_detailed(path: str | os.PathLike, version: str | None = None,
         if version is None:
             raise DataFormatError("cannot tell the STRING version from the file name (expected "
                                   "'...protein.links.detailed.v<version>...'); pass version=", path)
-    header = _read_header(path)
+    data = read_bytes(path)
+    header = _read_header(data, path)
     for c in ("protein1", "protein2", *channels):
         if c not in header:
             raise DataFormatError(f"missing column; expected header '{' '.join(STRING_COLUMNS)}', "
@@ -222,7 +220,7 @@ def read_string_detailed(path: str | os.PathLike, version: str | None = None,
     types = {"protein1": pa.string(), "protein2": pa.string(), **{c: pa.int64() for c in channels}}
     try:
         table = pacsv.read_csv(
-            path,
+            pa.BufferReader(data),
             read_options=pacsv.ReadOptions(column_names=header, skip_rows=1, block_size=1 << 24),
             parse_options=pacsv.ParseOptions(delimiter=" ", quote_char=False),
             convert_options=pacsv.ConvertOptions(column_types=types, include_columns=list(types),
@@ -239,24 +237,26 @@ def read_string_detailed(path: str | os.PathLike, version: str | None = None,
                 mm = pc.min_max(table[c]).as_py()
                 ok = ok and mm["min"] >= 0 and mm["max"] <= 1000
     if not ok:
-        _diagnose_string(path, header, taxon, channels)
+        _diagnose_string(data, path, header, taxon, channels)
         raise DataFormatError("could not parse the file, but no single bad line was found", path)
+    if table.num_rows == 0:
+        raise DataFormatError("no data rows after the header line; expected one line per protein pair "
+                              f"('{' '.join(STRING_COLUMNS)}')", path)
 
     both = pa.chunked_array(table["protein1"].chunks + table["protein2"].chunks).combine_chunks()
     enc = pc.dictionary_encode(both)
     codes = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
     ids = enc.dictionary.to_pylist()
     prefix = taxon + "."
-    bad = [v for v in ids if not v.startswith(prefix) or len(v) == len(prefix)]
+    bad = [v for v in ids if _bad_protein_id(v, prefix)]
     if bad:
-        _diagnose_string(path, header, taxon, channels)
+        _diagnose_string(data, path, header, taxon, channels)
         raise DataFormatError(f"expected protein ids '{prefix}<ORF>', found {bad[0]!r}", path)
-    names = np.array([v[len(prefix):] for v in ids], dtype=object)
-    order = np.argsort(names, kind="stable")
-    rank = np.empty(len(order), dtype=np.int64)
-    rank[order] = np.arange(len(order))
-    codes = rank[codes]
-    genes = [str(g) for g in names[order]]
+    # ids differing only in case name one gene (merged below like the two directions of a pair)
+    genes_u, inv = np.unique(np.array([orf_name(v[len(prefix):]) for v in ids], dtype=object),
+                             return_inverse=True)
+    codes = inv.reshape(-1)[codes]
+    genes = [str(g) for g in genes_u]
     n_rows = table.num_rows
     p1, p2 = codes[:n_rows], codes[n_rows:]
     n = len(genes)
@@ -269,6 +269,9 @@ def read_string_detailed(path: str | os.PathLike, version: str | None = None,
         out[c] = _edge_frame(i, j, w / 1000.0)
         conflicts[c] = nconf
         n_self_total += nself
+    if not any(len(df) for df in out.values()):
+        raise DataFormatError(f"no edges: every score of channel(s) {list(channels)} is 0 in the "
+                              f"{n_rows} data rows", path)
     if any(conflicts.values()):
         log.warning("%s: pairs whose two directions disagree (max score kept): %s", path,
                     {c: k for c, k in conflicts.items() if k})
@@ -348,56 +351,66 @@ def write_string_detailed(path: str | os.PathLike, networks: StringNetworks, tax
 def _read_gene_list(path: Path) -> list[str]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: gene list not found (expected one ORF name per line)")
-    text = path.read_text(encoding="utf-8")
-    lines = text.splitlines()
+    # DANGO's released gene list ends without a final newline; a cut shows in its last name instead
+    data = read_bytes(path, final_newline=False)
+    lines = data.split(b"\n")
+    if not data.endswith(b"\n"):
+        last = unquote(decode_line(lines[-1], path, len(lines)).strip())
+        if last and not SYSTEMATIC_ORF.match(last):
+            raise cut_error(data, path, f" and {last!r} is not a complete systematic ORF name")
     while lines and not lines[-1].strip():
         lines.pop()
     genes, seen = [], {}
     for k, raw in enumerate(lines, start=1):
-        g = raw.strip()
-        if not g or len(g.split()) != 1:
-            raise DataFormatError(f"expected one gene name on the line, found {raw!r}", path, line=k)
+        text = decode_line(raw, path, k)
+        g = unquote(text.strip())
+        if not g or len(text.split()) != 1 or artefact_in(g):
+            raise DataFormatError(f"expected one gene name on the line, found {text!r}", path, line=k)
+        g = orf_name(g)
         if g in seen:
             raise DataFormatError(f"gene {g!r} repeated (first on line {seen[g]})", path, line=k)
         seen[g] = k
         genes.append(g)
     if not genes:
-        raise DataFormatError("empty gene list", path)
+        raise DataFormatError("empty gene list; expected one ORF name per line", path)
     return genes
 
 
-def _diagnose_adjacency(path: Path, n: int) -> None:
-    with open(path, encoding="utf-8", newline="") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            if not raw.strip():
-                continue
-            parts = raw.rstrip("\r\n").split("\t")
-            if len(parts) != 3:
-                raise DataFormatError(
-                    f"expected 3 tab-separated fields 'id1 id2 weight', found {len(parts)}"
-                    + ("; the file may be truncated" if not raw.endswith("\n") else ""), path, line=lineno)
-            for col, v in zip(("id1", "id2"), parts[:2]):
-                try:
-                    x = int(v)
-                except ValueError:
-                    raise DataFormatError(f"expected a 1-based integer gene id, found {v!r}",
-                                          path, line=lineno, column=col) from None
-                if not 1 <= x <= n:
-                    raise DataFormatError(f"gene id {x} outside 1..{n} (the gene list has {n} lines)",
-                                          path, line=lineno, column=col)
+def _diagnose_adjacency(data: bytes, path: Path, n: int) -> None:
+    for lineno, text in _lines(data, path):
+        parts = text.split("\t")
+        if len(parts) != 3:
+            raise DataFormatError(f"expected 3 tab-separated fields 'id1 id2 weight', found {len(parts)}",
+                                  path, line=lineno)
+        for col, v in zip(("id1", "id2"), parts[:2]):
             try:
-                w = float(parts[2])
+                x = int(v)
             except ValueError:
-                raise DataFormatError(f"expected a weight in (0, 1], found {parts[2]!r}",
-                                      path, line=lineno, column="weight") from None
-            if not 0.0 < w <= 1.0:
-                raise DataFormatError(f"weight {w} outside (0, 1]", path, line=lineno, column="weight")
+                raise DataFormatError(f"expected a 1-based integer gene id, found {v!r}",
+                                      path, line=lineno, column=col) from None
+            if not 1 <= x <= n:
+                raise DataFormatError(f"gene id {x} outside 1..{n} (the gene list has {n} lines)",
+                                      path, line=lineno, column=col)
+        try:
+            w = float(parts[2])
+        except ValueError:
+            raise DataFormatError(f"expected a weight in (0, 1], found {parts[2]!r}",
+                                  path, line=lineno, column="weight") from None
+        if not 0.0 < w <= 1.0:
+            raise DataFormatError(f"weight {w} outside (0, 1]", path, line=lineno, column="weight")
+        if np.float32(w) == 0:
+            raise DataFormatError(f"weight {w} rounds to 0 in float32, outside (0, 1]; weights are stored "
+                                  "as float32", path, line=lineno, column="weight")
 
 
 def _read_adjacency(path: Path, n: int):
+    data = read_bytes(path)
+    if not data.strip(b"\r\n"):
+        raise DataFormatError("no edges: the file has no data lines (expected tab-separated 'id1 id2 weight')",
+                              path)
     try:
         table = pacsv.read_csv(
-            path,
+            pa.BufferReader(data),
             read_options=pacsv.ReadOptions(column_names=["id1", "id2", "weight"], block_size=1 << 22),
             parse_options=pacsv.ParseOptions(delimiter="\t", quote_char=False),
             convert_options=pacsv.ConvertOptions(column_types={"id1": pa.int64(), "id2": pa.int64(),
@@ -409,11 +422,11 @@ def _read_adjacency(path: Path, n: int):
         ok = (table["id1"].null_count == 0 and table["id2"].null_count == 0 and table["weight"].null_count == 0)
         if ok and len(a):
             ok = (a.min() >= 1 and b.min() >= 1 and a.max() <= n and b.max() <= n
-                  and bool(np.all((w > 0) & (w <= 1))))
+                  and bool(np.all((w > 0) & (w <= 1) & (w.astype(np.float32) > 0))))
     except (pa.ArrowException, OSError, ValueError):
         ok = False
     if not ok:
-        _diagnose_adjacency(path, n)
+        _diagnose_adjacency(data, path, n)
         raise DataFormatError("could not parse the file, but no single bad line was found", path)
     return a - 1, b - 1, w
 

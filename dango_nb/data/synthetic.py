@@ -14,8 +14,8 @@ What is planted
   neighborhood/fusion/cooccurence are mostly noise; ``theta`` gives STRING-like degree skew, scores
   are skewed to low values (database uses STRING's discrete levels).
 - Release 11.0 adds new edges per channel among genes present in both releases so that the
-  "percentage of decreased zeros" (issue 3) is planted; the realised value is recomputed from the
-  written tables and stored with the lambda it implies.
+  "percentage of decreased zeros" is planted; the generator's own count of them (not a recomputation
+  from the files) is stored with the lambda it implies.
 - A screen of query gene pairs x array strains (dma/tsa). Planted signal
   ``s = c0 + a_i + a_j + a_k + h(u_i, u_j, u_k)``: per-gene main effects plus a convex higher-order
   term of the three genes' latent similarities (a long negative tail) that an additive per-gene
@@ -27,10 +27,14 @@ What is planted
 from __future__ import annotations
 
 import dataclasses
+import glob
 import hashlib
 import json
+import logging
 import math
 import os
+import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
@@ -41,13 +45,19 @@ import pandas as pd
 from dango_nb.data.kuzmin import HO_LOCUS, KUZMIN_COLUMNS, write_kuzmin_s1
 from dango_nb.data.string_db import CHANNELS, StringNetworks, write_string_detailed
 from dango_nb.fileio import atomic_write_json, atomic_write_table
-from dango_nb.lambdas import determine_lambdas
+
+log = logging.getLogger(__name__)
 
 #: Bumped whenever the generator's output for a given preset + seed changes (invalidates caches).
 GENERATOR_VERSION = 1
 
-#: The lambda rule of issue 3: 0.1 where the percentage of decreased zeros exceeds 1 %, else 1.0.
+#: DANGO's lambda rule: 0.1 where the percentage of decreased zeros exceeds 1 %, else 1.0.
 LAMBDA_THRESHOLD_PCT = 1.0
+
+
+def planted_lambda(pct: float | None) -> float:
+    """The lambda DANGO's rule gives a planted percentage (1.0 where it is undefined)."""
+    return 0.1 if pct is not None and pct > LAMBDA_THRESHOLD_PCT else 1.0
 
 STRING_V9_1_FILE = "4932.protein.links.detailed.v9.1.txt.gz"
 STRING_V11_0_FILE = "4932.protein.links.detailed.v11.0.txt.gz"
@@ -476,10 +486,16 @@ def _release_9_1(rng, p: Preset, lat: _Latent) -> tuple[dict[str, _Channel], dic
 
 
 def _release_11_0(rng, p: Preset, lat: _Latent, rel9: dict[str, _Channel],
-                  thetas: dict[str, np.ndarray]) -> dict[str, _Channel]:
-    """Later release: a few edges removed, some re-scored, planted new edges, edges of new genes."""
+                  thetas: dict[str, np.ndarray]) -> tuple[dict[str, _Channel], dict[str, dict]]:
+    """Later release: a few edges removed, some re-scored, planted new edges, edges of new genes.
+
+    Also returns, per channel, what was planted: over the ``genes_in_both`` genes with an edge in
+    release 9.1 (removals never strip a gene of its last edge, so they keep one in 11.0) and their
+    ``n_pairs`` pairs, ``new_edges`` of the ``non_edges_earlier`` became edges, i.e.
+    ``pct_decreased_zeros = 100 * new_edges / non_edges_earlier`` (``None`` without non-edges).
+    """
     n9, n_all = p.n_genes, p.n_genes + p.n_new_genes
-    out = {}
+    out, planted = {}, {}
     for spec in p.channels:
         ch = rel9[spec.name]
         e = len(ch.i)
@@ -503,6 +519,9 @@ def _release_11_0(rng, p: Preset, lat: _Latent, rel9: dict[str, _Channel],
         k_new = int(round(spec.new_pct / 100.0 * non_edges))
         new_i, new_j = _new_pairs(rng, present, np.exp(thetas[spec.name][present]), k_new,
                                   _pair_keys(ch.i, ch.j, n_all), n_all)
+        planted[spec.name] = {"genes_in_both": int(m), "n_pairs": int(m * (m - 1) // 2),
+                              "non_edges_earlier": int(non_edges), "new_edges": int(len(new_i)),
+                              "pct_decreased_zeros": 100.0 * len(new_i) / non_edges if non_edges > 0 else None}
         # edges of genes that exist only in the later release (excluded from the percentage)
         ext_i, ext_j = [], []
         if p.n_new_genes and m:
@@ -521,7 +540,7 @@ def _release_11_0(rng, p: Preset, lat: _Latent, rel9: dict[str, _Channel],
         out[spec.name] = _Channel(np.concatenate([i, ai]).astype(np.int64),
                                   np.concatenate([j, aj]).astype(np.int64),
                                   np.concatenate([score, _scores(rng, spec, s)]))
-    return out
+    return out, planted
 
 
 def _new_pairs(rng, genes: np.ndarray, weight: np.ndarray, k: int, existing_keys: np.ndarray, n: int):
@@ -791,7 +810,7 @@ def _screen(rng, p: Preset, lat: _Latent) -> _Screen:
 def _additive_r(truth: pd.DataFrame, names: np.ndarray) -> float:
     """Best in-sample Pearson r of a per-gene additive model (b_i + b_j + b_k) with the signal.
 
-    How much of the planted signal is out of reach of the additive baseline (issue 5) even with
+    How much of the planted signal is out of reach of the additive baseline even with
     no noise and no held-out genes.
     """
     import scipy.sparse as sps
@@ -830,13 +849,13 @@ def simulate(preset: str | Preset = "tiny", seed: int = 0) -> SyntheticStudy:
     r_lat, r_net, r_new, r_scr = (np.random.default_rng(s) for s in root.spawn(4))
     lat = _latent(r_lat, p)
     rel9, thetas = _release_9_1(r_net, p, lat)
-    rel11 = _release_11_0(r_new, p, lat, rel9, thetas)
+    rel11, planted = _release_11_0(r_new, p, lat, rel9, thetas)
     v9, v11 = _networks("9.1", lat, rel9), _networks("11.0", lat, rel11)
     screen = _screen(r_scr, p, lat)
-    # The planted answer is what lambda determination computes on the written releases; the tests
-    # check it against a plain set-based recomputation of the definition.
-    lam = determine_lambdas(v9, v11, threshold_pct=LAMBDA_THRESHOLD_PCT)
-    dz = lam.table
+    # The planted answer comes from the generator's own counts, not from lambda determination, so
+    # comparing determine_lambdas on the written files with it is a check of that function.
+    dz = [{"channel": c, **planted[c], "lambda": planted_lambda(planted[c]["pct_decreased_zeros"])}
+          for c in CHANNELS]
     modules = pd.DataFrame({"gene": lat.names.astype(str), "module": lat.module.astype(np.int64)})
     modules = modules.sort_values("gene", kind="stable").reset_index(drop=True)
     gt = {
@@ -848,9 +867,9 @@ def simulate(preset: str | Preset = "tiny", seed: int = 0) -> SyntheticStudy:
         "replicate_r_target": p.replicate_r,
         "noise_ceiling": screen.info.pop("noise_ceiling"),
         "replicate_r": screen.info.pop("replicate_r"),
-        "planted_decreased_zeros_pct": dict(zip(dz["channel"], dz["pct_decreased_zeros"].astype(float))),
-        "planted_lambda": lam.lambdas,
-        "decreased_zeros": dz.to_dict(orient="records"),
+        "planted_decreased_zeros_pct": {r["channel"]: r["pct_decreased_zeros"] for r in dz},
+        "planted_lambda": {r["channel"]: r["lambda"] for r in dz},
+        "decreased_zeros": dz,
         "counts": {
             "genes_v9_1": v9.num_genes, "genes_v11_0": v11.num_genes,
             "edges_v9_1": v9.num_edges(), "edges_v11_0": v11.num_edges(),
@@ -906,18 +925,50 @@ def _manifest_key(p: Preset, seed: int) -> dict:
     return {"generator_version": GENERATOR_VERSION, "preset": p.to_dict(), "seed": int(seed)}
 
 
-def _reusable(files: BenchmarkFiles, key: dict) -> bool:
+def _reuse_problem(files: BenchmarkFiles, key: dict) -> tuple[str | None, bool]:
+    """``(None, _)`` when the files in ``files.root`` are the benchmark ``key`` describes, else
+    ``(why, damaged)``: ``damaged`` when a complete benchmark's file no longer matches its manifest."""
     try:
         man = json.loads(files.manifest.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False
+        return "no readable manifest", False
     if {k: man.get(k) for k in key} != json.loads(json.dumps(key)):
-        return False
+        return "the manifest is for other parameters", False
     for name, path in files.data_files().items():
         meta = man.get("files", {}).get(name)
-        if not meta or not path.is_file() or path.stat().st_size != meta.get("bytes"):
-            return False
-    return True
+        if not meta or not path.is_file():
+            return f"{path} is missing", True
+        if path.stat().st_size != meta.get("bytes"):
+            return f"{path} has {path.stat().st_size} bytes, the manifest {meta.get('bytes')}", True
+        got = _sha256(path)
+        if got != meta.get("sha256"):
+            return f"{path} has sha256 {got}, the manifest {meta.get('sha256')}", True
+    return None, False
+
+
+#: Generator temp files older than this are left over from an interrupted write (a live write keeps
+#: its temp file's modification time fresh).
+STALE_TEMP_SECONDS = 60.0
+
+
+def _remove_stale_temps(files: BenchmarkFiles) -> list[Path]:
+    """Delete temp files that an interrupted :func:`dango_nb.fileio.atomic_write` left in ``files.root``."""
+    if not files.root.is_dir():
+        return []
+    now = time.time()
+    gone = []
+    for path in (*files.data_files().values(), files.manifest):
+        for tmp in files.root.glob(f".{glob.escape(path.name)}.*.tmp*"):
+            try:
+                if now - tmp.stat().st_mtime > STALE_TEMP_SECONDS:
+                    tmp.unlink()
+                    gone.append(tmp)
+            except FileNotFoundError:
+                pass
+    if gone:
+        log.info("%s: removed %d temp files left by an interrupted write: %s", files.root, len(gone),
+                 [p.name for p in gone])
+    return gone
 
 
 def write_study(study: SyntheticStudy, out_dir: str | os.PathLike) -> BenchmarkFiles:
@@ -943,12 +994,19 @@ def generate_benchmark(out_dir: str | os.PathLike, preset: str | Preset = "tiny"
                        overwrite: bool = False) -> BenchmarkFiles:
     """Write the synthetic benchmark for ``preset`` + ``seed`` into ``out_dir`` (or reuse it).
 
-    Files already there with a manifest for the same generator version, preset parameters and seed
-    are reused as they are; anything else is regenerated. Same preset + seed give byte-identical
-    files.
+    Files already there with a manifest for the same generator version, preset parameters and seed,
+    and the sizes and sha256 it records, are reused as they are; anything else is regenerated (with a
+    ``UserWarning`` when a file of a complete benchmark was changed or removed). Temp files left by an
+    interrupted write are removed first. Same preset + seed give byte-identical files.
     """
     p = get_preset(preset)
     files = BenchmarkFiles.at(out_dir)
-    if not overwrite and _reusable(files, _manifest_key(p, seed)):
-        return files
+    _remove_stale_temps(files)
+    if not overwrite:
+        why, damaged = _reuse_problem(files, _manifest_key(p, seed))
+        if why is None:
+            return files
+        if damaged:
+            warnings.warn(f"{files.root}: {why}; regenerating the benchmark (preset {p.name!r}, seed {seed})",
+                          UserWarning, stacklevel=2)
     return write_study(simulate(p, seed), out_dir)

@@ -1,7 +1,7 @@
 """Trigenic targets as PyTorch objects: a fast tensor view and a TorchCell-style PyG dataset.
 
 Both views hold the same triplets in the same order: ``TripletTensors`` for training at scale
-(index tensors and a plain batch iterator), ``TripletDataset`` for users who know TorchCell's
+(index tensors, subsets, device moves), ``TripletDataset`` for users who know TorchCell's
 ``perturbed_genes`` / ``perturbation_indices`` / ``phenotype_values`` items and ``follow_batch``.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -60,21 +60,6 @@ class TripletTensors:
         return TripletTensors(self.indices.to(device), self.targets.to(device), self.pvalues.to(device),
                               self.genes)
 
-    def batches(self, batch_size: int, shuffle: bool = True, generator: torch.Generator | None = None,
-                drop_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yield ``(indices (B, 3), targets (B,))``; shuffled with ``generator`` for a seeded order."""
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        n = len(self)
-        order = torch.randperm(n, generator=generator).to(self.indices.device) if shuffle else None
-        stop = n - n % batch_size if drop_last else n
-        for start in range(0, stop, batch_size):
-            if order is None:
-                yield self.indices[start:start + batch_size], self.targets[start:start + batch_size]
-            else:
-                sel = order[start:start + batch_size]
-                yield self.indices[sel], self.targets[sel]
-
     def to_frame(self) -> pd.DataFrame:
         """``gene1, gene2, gene3, tau, pvalue`` with gene names."""
         names = np.asarray(self.genes, dtype=object)[self.indices.cpu().numpy()]
@@ -96,8 +81,8 @@ def as_index_array(triplets) -> np.ndarray:
 def make_triplets(trigenic_table: pd.DataFrame, node_ids: Sequence[str]) -> tuple[TripletTensors, dict[str, int]]:
     """Map a trigenic table (``gene1, gene2, gene3, tau`` and optionally ``pvalue``) onto ``node_ids``.
 
-    Rows are dropped and counted by reason: ``gene_not_in_graph``, ``repeated_gene``, ``nan_tau``
-    (first applicable reason). Table order is kept. Raises ``DataFormatError`` for missing columns
+    Rows are dropped and counted by reason: ``gene_not_in_graph``, ``repeated_gene``, ``nan_tau``,
+    ``non_finite_tau`` (infinite or beyond float32's range; first applicable reason). Table order is kept. Raises ``DataFormatError`` for missing columns
     or when nothing is left.
     """
     for c in (*GENE_COLUMNS, "tau"):
@@ -113,10 +98,13 @@ def make_triplets(trigenic_table: pd.DataFrame, node_ids: Sequence[str]) -> tupl
     names = trigenic_table[list(GENE_COLUMNS)].astype(str).to_numpy()
     missing = (idx < 0).any(axis=1)
     repeated = (names[:, 0] == names[:, 1]) | (names[:, 0] == names[:, 2]) | (names[:, 1] == names[:, 2])
-    nan_tau = ~np.isfinite(tau)
+    nan_tau = np.isnan(tau)
+    # infinite, or beyond float32 (the targets' dtype), where 1e300 would become inf
+    non_finite = ~nan_tau & ~(np.abs(np.nan_to_num(tau)) <= np.finfo(np.float32).max)
     dropped = {}
     taken = np.zeros(len(tau), dtype=bool)
-    for mask, why in ((missing, "gene_not_in_graph"), (repeated, "repeated_gene"), (nan_tau, "nan_tau")):
+    for mask, why in ((missing, "gene_not_in_graph"), (repeated, "repeated_gene"), (nan_tau, "nan_tau"),
+                      (non_finite, "non_finite_tau")):
         m = mask & ~taken
         if m.any():
             dropped[why] = int(m.sum())
