@@ -85,6 +85,9 @@ class Dango(nn.Module):
         activation (str): nonlinearity used throughout.
         meta_embedding (str): ``"attention"`` or ``"mean"`` (ablation).
         batched (bool): run the channel GNNs as one batched graph.
+        attention_dropout, projection_dropout, output_dropout (float), feed_forward (bool),
+        feed_forward_dropout (float), attention_activation (str, optional): Hyper-SAGNN switches,
+            all off by default (see :class:`HyperSAGNN`; presets in :data:`HYPERSAGNN_PRESETS`).
 
     ``forward(graph, triplet_indices (B, 3), recon_rows=None, reconstruction=True, local=False) ->
     DangoOutput``; ``graph`` is a ``HeteroData`` (its sparse inputs are built once and cached on the
@@ -97,11 +100,16 @@ class Dango(nn.Module):
 
     def __init__(self, gene_num: int, edge_types, hidden_channels: int = 64, num_heads: int = 4,
                  num_layers: int = 2, beta_init: float = 0.0, activation: str = "relu",
-                 meta_embedding: str = "attention", batched: bool = True):
+                 meta_embedding: str = "attention", batched: bool = True, attention_dropout: float = 0.0,
+                 projection_dropout: float = 0.0, output_dropout: float = 0.0, feed_forward: bool = False,
+                 feed_forward_dropout: float = 0.0, attention_activation: str | None = None):
         super().__init__()
         self.pretrain = DangoPreTrain(gene_num, edge_types, hidden_channels, activation, batched)
         self.meta = MetaEmbedding(hidden_channels, meta_embedding, activation=activation)
-        self.hypersagnn = HyperSAGNN(hidden_channels, num_heads, num_layers, beta_init, activation)
+        self.hypersagnn = HyperSAGNN(
+            hidden_channels, num_heads, num_layers, beta_init, activation, attention_dropout=attention_dropout,
+            projection_dropout=projection_dropout, output_dropout=output_dropout, feed_forward=feed_forward,
+            feed_forward_dropout=feed_forward_dropout, attention_activation=attention_activation)
         self._cache: tuple | None = None
 
     @property
