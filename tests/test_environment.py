@@ -56,3 +56,14 @@ def test_every_dependency_has_an_upper_bound():
     for dep in _pyproject()["dependencies"]:
         req = Requirement(dep)
         assert any(s.operator in ("<", "<=", "==", "~=") for s in req.specifier), dep
+
+
+def test_environment_pins_agree_with_pyproject():
+    # a package environment.yml names (besides torch, pinned exactly above) has pyproject's range
+    _, pip = _env_pip()
+    project = {Requirement(d).name: Requirement(d).specifier for d in _pyproject()["dependencies"]}
+    named = [Requirement(d) for d in pip if not d.startswith("-") and not d.startswith("torch==")]
+    assert named, "environment.yml names no package besides torch"
+    for req in named:
+        assert req.name in project, f"{req.name} is in environment.yml but not in pyproject dependencies"
+        assert req.specifier == project[req.name], req.name
