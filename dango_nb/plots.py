@@ -26,6 +26,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from . import metrics
 from .data.string_db import CHANNELS
@@ -486,6 +487,7 @@ def pvalue_panel(prediction, pvalue, measured, name: str | None = None, strong: 
         line1 = f"{head}p < {alpha:g} in {_share(sig[is_strong])} of {n_strong} predicted strong"
         line2 = f"vs {_share(sig[~is_strong])} of the other {n_rest}" if n_rest else "(no other triplets)"
     ax.set_title(f"{line1}\n{line2}", fontsize=9)
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=5))  # narrow prediction ranges get long tick labels
     ax.set_xlabel("predicted tau")
     ax.set_ylabel("-log10 screen p-value")
     if colorbar if colorbar is not None else own:
