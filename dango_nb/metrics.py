@@ -133,13 +133,24 @@ def noise_ceiling(signal, tau) -> float:
 # ---------------------------------------------------------------------------------------------
 # Bootstrap
 
+def _constant_rows(x: np.ndarray) -> np.ndarray:
+    """Rows whose values are all equal (exact comparison)."""
+    return (x == x[:, :1]).all(axis=1)
+
+
 def _rowwise_pearson(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Pearson r per row; NaN where a row of ``y`` or ``p`` is constant.
+
+    The constant test is exact: a centred constant row is rounding noise (its mean is not exactly
+    representable), which would give a tiny ``den`` and an |r| of ~1e-16 instead of NaN.
+    """
     yc = y - y.mean(axis=1, keepdims=True)
     pc = p - p.mean(axis=1, keepdims=True)
     den = np.sqrt((yc ** 2).sum(axis=1) * (pc ** 2).sum(axis=1))
     with np.errstate(invalid="ignore", divide="ignore"):
         r = (yc * pc).sum(axis=1) / den
-    return np.where(den > 0, r, np.nan)
+    undefined = _constant_rows(y) | _constant_rows(p) | ~(den > 0)
+    return np.where(undefined, np.nan, r)
 
 
 def _rowwise_auroc(labels: np.ndarray, score: np.ndarray) -> np.ndarray:
@@ -158,7 +169,9 @@ def bootstrap_ci(y_true, y_pred, metrics: Iterable[str] = ("pearson", "spearman"
     """Percentile bootstrap intervals over test triplets (resampled with replacement, seeded).
 
     Pearson, Spearman, MSE and AUROC are vectorised over resamples (in blocks of at most
-    ``max_block`` values); AUPRC loops over resamples with scikit-learn.
+    ``max_block`` values); AUPRC loops over resamples with scikit-learn. A metric undefined on a
+    resample (constant prediction or target, one class) is left out of that metric's percentiles;
+    a metric undefined on the whole test set (or on every resample) gets ``(nan, nan)``.
     """
     y, p = _clean(y_true, y_pred)
     metrics = tuple(metrics)
@@ -187,14 +200,17 @@ def bootstrap_ci(y_true, y_pred, metrics: Iterable[str] = ("pearson", "spearman"
                 values["auroc"].append(_rowwise_auroc(lab, -pb))
             if "auprc" in metrics:
                 values["auprc"].append(np.array([
-                    average_precision_score(l, -s) if l.any() else np.nan for l, s in zip(lab, pb)]))
+                    average_precision_score(lb, -s) if lb.any() else np.nan for lb, s in zip(lab, pb)]))
         done += b
     lo_q, hi_q = 100 * (1 - level) / 2, 100 * (1 + level) / 2
+    point = {"pearson": pearson, "spearman": spearman, "mse": mse,
+             "auroc": lambda a, b: auroc(a, b, threshold), "auprc": lambda a, b: auprc(a, b, threshold)}
     out = {}
     for m in metrics:
         v = np.concatenate(values[m])
         v = v[~np.isnan(v)]
-        out[m] = (float(np.percentile(v, lo_q)), float(np.percentile(v, hi_q))) if len(v) else (float("nan"),) * 2
+        defined = len(v) > 0 and not np.isnan(point[m](y, p))
+        out[m] = (float(np.percentile(v, lo_q)), float(np.percentile(v, hi_q))) if defined else (float("nan"),) * 2
     return out
 
 
@@ -245,7 +261,7 @@ def format_summary(summary: pd.DataFrame, metrics: Iterable[str] = ("pearson", "
 
 def _pm(mean: float, sd: float, digits: int) -> str:
     if np.isnan(mean):
-        return "nan"
+        return "n/a"
     if np.isnan(sd):
         return f"{mean:.{digits}f}"
     return f"{mean:.{digits}f} ± {sd:.{digits}f}"

@@ -265,7 +265,7 @@ class ScheduleController:
         c = self.alpha_curve
         fig = Figure(figsize=(6.5, 2.8), layout="constrained")
         ax = fig.add_subplot()
-        plots.plot_alpha(ax, c.epoch, c.alpha, c.w_int, c.transition_epoch)
+        plots.plot_alpha(c.epoch, c.alpha, c.w_int, c.transition_epoch, ax=ax)
         title = f"{c.schedule}, transition_epoch = {c.transition_epoch}"
         ax.set_title(title + (f"  [{plots.SYNTHETIC_LABEL}]" if self.synthetic else ""), fontsize=10)
         return fig

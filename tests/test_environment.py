@@ -65,3 +65,15 @@ def test_ruff_pin_matches_dev_extras_and_runs_in_make_test():
     makefile = (ROOT / "Makefile").read_text()
     test_rule = makefile.split("\ntest:", 1)[1].split("\n\n", 1)[0]
     assert "ruff check dango_nb tests" in test_rule
+
+
+def test_environment_pins_agree_with_pyproject():
+    # a package environment.yml names (besides torch, pinned exactly above) has pyproject's range
+    _, pip = _env_pip()
+    declared = _pyproject()["dependencies"] + _pyproject()["optional-dependencies"]["dev"]
+    project = {Requirement(d).name: Requirement(d).specifier for d in declared}
+    named = [Requirement(d) for d in pip if not d.startswith("-") and not d.startswith("torch==")]
+    assert named, "environment.yml names no package besides torch"
+    for req in named:
+        assert req.name in project, f"{req.name} is in environment.yml but not in pyproject's dependencies or dev extras"
+        assert req.specifier == project[req.name], req.name

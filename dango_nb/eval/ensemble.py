@@ -16,7 +16,6 @@ from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from dango_nb import metrics as M
 
@@ -169,12 +168,16 @@ def spread_error_table(y_true, prediction, spread) -> pd.DataFrame:
 
 
 def spread_calibration_table(y_true, prediction, spread, n_bins: int = 10) -> pd.DataFrame:
-    """Triplets binned by spread quantile: per bin ``n, spread_mean, abs_error_mean, rmse`` and
+    """Triplets binned by spread quantile: per bin ``n, spread_mean, abs_error_mean, abs_error_sem``
+    (standard error of that mean, NaN for a one-triplet bin), ``rmse`` and
     ``expected_abs_error`` = sqrt(2/pi) * rms spread (the mean |error| if errors were Gaussian
     with the spread as their sd). ``attrs["spearman"]`` holds Spearman(spread, |error|)."""
     t = spread_error_table(y_true, prediction, spread)
     if t.empty:
-        return pd.DataFrame(columns=["bin", "n", "spread_mean", "abs_error_mean", "rmse", "expected_abs_error"])
+        out = pd.DataFrame(columns=["bin", "n", "spread_mean", "abs_error_mean", "abs_error_sem", "rmse",
+                                    "expected_abs_error"])
+        out.attrs["spearman"] = float("nan")
+        return out
     edges = np.unique(np.quantile(t["spread"], np.linspace(0, 1, n_bins + 1)))
     if len(edges) > 1:
         b = np.clip(np.searchsorted(edges, t["spread"], side="right") - 1, 0, len(edges) - 2)
@@ -186,9 +189,9 @@ def spread_calibration_table(y_true, prediction, spread, n_bins: int = 10) -> pd
         "n": g.size(),
         "spread_mean": g["spread"].mean(),
         "abs_error_mean": g["abs_error"].mean(),
+        "abs_error_sem": g["abs_error"].sem(ddof=1),
         "rmse": g["abs_error"].apply(lambda e: float(np.sqrt(np.mean(e ** 2)))),
         "expected_abs_error": g["spread"].apply(lambda s: float(np.sqrt(2 / np.pi) * np.sqrt(np.mean(s ** 2)))),
     }).reset_index()
-    rho = stats.spearmanr(t["spread"], t["abs_error"])[0] if t["spread"].nunique() > 1 else float("nan")
-    out.attrs["spearman"] = float(rho)
+    out.attrs["spearman"] = M.spearman(t["spread"], t["abs_error"])  # NaN when either side is constant
     return out
