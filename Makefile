@@ -32,9 +32,9 @@ report: install
 bench: install
 	$(PYTHON) -m dango_nb.bench --out reports/bench.json
 
-# JupyterLab on loopback, no token (local use), dango_nb kernel by default.
+# JupyterLab on loopback with Jupyter's token auth (open the printed URL), dango_nb kernel by default.
 lab: install
-	scripts/lab.sh
+	VENV=$(VENV) scripts/lab.sh
 
 # End-to-end browser test (JupyterLab + Debian chromium via Playwright); screenshots in reports/ui/.
 test-ui: install

@@ -12,20 +12,23 @@ Three layers, so the logic is tested without a browser:
 - :class:`ScheduleWidget` is the ipywidgets view bound to a controller. Its controls keep stable
   descriptions and CSS classes for UI tests: Dropdown "schedule" (``dango-schedule``), IntSlider
   "transition_epoch" (``dango-transition-epoch``), Button "Run" (``dango-run``), IntProgress
-  (``dango-progress``), Image widgets ``dango-alpha-plot`` and ``dango-results-plot``, and an HTML
-  caption ``dango-alpha-data`` holding the plotted alpha values as JSON.
+  (``dango-progress``), Image widgets ``dango-alpha-plot`` and ``dango-results-plot``, an HTML
+  caption ``dango-status``, and a hidden (``display: none``) HTML element ``dango-alpha-data``
+  holding the plotted alpha values as JSON, for tests to read.
 
-Displaying the widget never trains or blocks: under papermill the cell just shows it.
+Displaying the widget never trains or blocks: under papermill the cell just shows it. The display
+also carries a static PNG snapshot of the plots (alpha and, after a run, the results figure),
+because an exported notebook (nbconvert HTML) has no kernel and, offline, no widget JavaScript.
 """
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import datetime as _dt
-import inspect
+import html
 import json
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -106,13 +109,6 @@ def fixed_batch(triplets, size: int, seed: int = 0):
     return triplets.subset(rows)
 
 
-def _accepts_callback(fn) -> bool:
-    try:
-        return "callback" in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-
-
 class OverfitRunner:
     """Overfit one fixed batch of triplets under a named schedule.
 
@@ -137,11 +133,9 @@ class OverfitRunner:
         epochs = int(self.config.epochs if epochs is None else epochs)
         cfg = dataclasses.replace(self.config, schedule=schedule, transition_epoch=int(transition_epoch),
                                   epochs=epochs, progress=self.config.progress and progress is None)
-        kwargs = {}
-        if progress is not None and _accepts_callback(training.overfit_batch):
-            kwargs["callback"] = lambda epoch, row: progress(int(epoch) + 1, epochs)
+        callback = None if progress is None else (lambda epoch, row: progress(int(epoch) + 1, epochs))
         t0 = _dt.datetime.now()
-        result = training.overfit_batch(self.cell_graph, self.batch, cfg, self.lambdas, **kwargs)
+        result = training.overfit_batch(self.cell_graph, self.batch, cfg, self.lambdas, callback=callback)
         seconds = (_dt.datetime.now() - t0).total_seconds()
         if progress is not None:
             progress(epochs, epochs)
@@ -300,7 +294,7 @@ class ScheduleWidget:
                                    tooltip=f"overfit one batch for {c.epochs} epochs")
         self.progress = W.IntProgress(value=0, min=0, max=c.epochs, description="epochs")
         self.alpha_plot = W.Image(format="png", layout=W.Layout(width="560px"))
-        self.alpha_data = W.HTML()
+        self.alpha_data = W.HTML(layout=W.Layout(display="none"))  # test hook, out of sight
         self.results_plot = W.Image(format="png", layout=W.Layout(width="620px"))
         self.status = W.HTML()
         for w, cls in ((self.schedule, "dango-schedule"), (self.transition_epoch, "dango-transition-epoch"),
@@ -320,13 +314,13 @@ class ScheduleWidget:
     def draw_alpha(self) -> None:
         self.alpha_plot.value = plots.figure_png(self.controller.alpha_figure(), dpi=self.alpha_dpi)
         data = json.dumps(self.controller.alpha_curve.to_dict(), separators=(",", ":"))
-        self.alpha_data.value = f'<code style="font-size:6pt;color:#999;word-break:break-all">{_escape(data)}</code>'
+        self.alpha_data.value = f"<code>{html.escape(data, quote=False)}</code>"
 
     def draw_results(self) -> None:
         fig = self.controller.results_figure()
         if fig is not None:
             self.results_plot.value = plots.figure_png(fig, dpi=self.results_dpi)
-        self.status.value = _escape(self.controller.caption())
+        self.status.value = html.escape(self.controller.caption())
 
     # -- callbacks (ipywidgets -> controller)
     def _on_schedule(self, change) -> None:
@@ -345,18 +339,19 @@ class ScheduleWidget:
         self.run_button.disabled = True
         self.progress.bar_style = ""
         self._set_progress(0, self.controller.epochs)
-        self.status.value = _escape(f"Running {self.controller.schedule} for {self.controller.epochs} epochs ...")
+        self.status.value = html.escape(f"Running {self.controller.schedule} for {self.controller.epochs} epochs ...")
         try:
             self.controller.run(progress=self._set_progress)
             self.progress.bar_style = "success"
         except Exception as err:  # shown in the widget; a callback has nowhere else to report
             self.progress.bar_style = "danger"
-            self.status.value = _escape(f"Run failed: {type(err).__name__}: {err}")
+            self.status.value = html.escape(f"Run failed: {type(err).__name__}: {err}")
             raise
         finally:
             self.run_button.disabled = False
         self.draw_results()
 
+    # -- display
     def _repr_mimebundle_(self, **kwargs):
         """The box's widget view; the plain-text fallback (static HTML, papermill) says what it is."""
         data = self.box._repr_mimebundle_(**kwargs)
@@ -365,6 +360,26 @@ class ScheduleWidget:
                               f"transition_epoch {c.transition_epoch}, {c.epochs} epochs per Run. {c.caption()}")
         return data
 
+    def snapshot_outputs(self) -> list[tuple[dict, dict]]:
+        """(data, metadata) bundles of a static copy of the current view: a caption, then the PNG the
+        alpha plot shows and, once there is a run, the results figure's (``image/png``, which
+        nbconvert keeps)."""
+        c = self.controller
+        caption = (f"Static snapshot of the widget above (schedule {c.schedule}, transition_epoch = "
+                   f"{c.transition_epoch}), for viewers without a live kernel. {c.caption()}")
+        out = [({"text/plain": caption, "text/markdown": f"*{html.escape(caption, quote=False)}*"}, {})]
+        for label, view in (("alpha(epoch)", self.alpha_plot), ("final results", self.results_plot)):
+            if not view.value:
+                continue
+            out.append(({"image/png": base64.b64encode(view.value).decode("ascii"),
+                         "text/plain": f"<{label} figure: {c.schedule}, transition_epoch = {c.transition_epoch}>"},
+                        {"image/png": {"width": int(view.layout.width.removesuffix("px"))}}))
+        return out
 
-def _escape(text: str) -> str:
-    return re.sub(r"[&<>]", lambda m: {"&": "&amp;", "<": "&lt;", ">": "&gt;"}[m.group()], text)
+    def _ipython_display_(self) -> None:
+        """The live widget, then :meth:`snapshot_outputs` (what an exported HTML report shows)."""
+        from IPython.display import display  # noqa: PLC0415
+
+        display(self._repr_mimebundle_(), raw=True)
+        for data, metadata in self.snapshot_outputs():
+            display(data, metadata=metadata, raw=True)

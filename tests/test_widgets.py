@@ -1,3 +1,4 @@
+import base64
 import json
 
 import numpy as np
@@ -77,6 +78,7 @@ def test_widget_view_redraws_on_slider_dropdown_and_run():
         ("schedule", "transition_epoch", "Run")
     assert "dango-schedule" in w.schedule._dom_classes and "dango-progress" in w.progress._dom_classes
     assert "dango-alpha-plot" in w.alpha_plot._dom_classes and "dango-results-plot" in w.results_plot._dom_classes
+    assert w.alpha_data.layout.display == "none"  # a test hook, not part of the view
     png0, data0 = w.alpha_plot.value, w.alpha_data.value
     w.transition_epoch.value = 7
     assert c.transition_epoch == 7 and w.alpha_plot.value != png0 and w.alpha_data.value != data0
@@ -92,6 +94,48 @@ def test_widget_view_redraws_on_slider_dropdown_and_run():
     w.transition_epoch.value = 2
     w.run_button.click()
     assert c.n_runs == 2 and w.results_plot.value != first and "transition_epoch = 2" in w.status.value
+
+
+def _displayed(widget, monkeypatch):
+    """The (data, metadata) bundles ``display(widget)`` publishes, in order."""
+    import IPython.display
+
+    seen = []
+    monkeypatch.setattr(IPython.display, "display",
+                        lambda data, metadata=None, raw=False: seen.append((data, metadata or {})))
+    widget._ipython_display_()
+    return seen
+
+
+def test_widget_display_keeps_a_static_snapshot_in_exported_html(monkeypatch):
+    """nbconvert renders a widget output only through the widget JavaScript (a CDN, unreachable
+    offline): the display must also carry the plots as plain images, and the HTML must show them."""
+    pytest.importorskip("ipywidgets")
+    nbformat = pytest.importorskip("nbformat")
+    from nbconvert import HTMLExporter
+
+    c = Wd.ScheduleController(RecordingRunner(), schedule="LinearUntilFlipped", transition_epoch=4, epochs=10)
+    w = Wd.ScheduleWidget(c)
+    before = _displayed(w, monkeypatch)
+    assert "application/vnd.jupyter.widget-view+json" in before[0][0]
+    pngs = [d["image/png"] for d, _ in before if "image/png" in d]
+    assert [base64.b64decode(p) for p in pngs] == [w.alpha_plot.value]  # no run yet: alpha only
+    assert "LinearUntilFlipped" in before[1][0]["text/plain"] and "transition_epoch = 4" in before[1][0]["text/plain"]
+    w.run_button.click()
+    after = _displayed(w, monkeypatch)
+    assert [base64.b64decode(d["image/png"]) for d, _ in after if "image/png" in d] == \
+        [w.alpha_plot.value, w.results_plot.value]
+
+    outputs = [nbformat.v4.new_output("display_data", data=d, metadata=m) for d, m in after]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("widget", outputs=outputs,
+                                                                   execution_count=1)])
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {
+        "version_major": 2, "version_minor": 0, "state": {}}}  # as nbclient stores it
+    body, _ = HTMLExporter().from_notebook_node(nb)
+    for d, _ in after:
+        if "image/png" in d:
+            assert f'src="data:image/png;base64,{d["image/png"]}' in body
+    assert "Static snapshot of the widget above" in body
 
 
 def test_save_schedule_run_folder(tmp_path):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -77,23 +78,29 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _get_json(url: str, timeout: float = 2.0):
-    with urllib.request.urlopen(url, timeout=timeout) as r:
-        return json.loads(r.read().decode())
+TOKEN_URL = re.compile(r"(http://127\.0\.0\.1:(\d+)/lab\?token=([A-Za-z0-9_-]+))")
 
 
 class LabServer:
-    """A JupyterLab process in its own process group, with a log file."""
+    """JupyterLab started by ``scripts/lab.sh`` (what ``make lab`` runs: Jupyter's own random token,
+    XSRF/Host checks on), in its own process group, with a log file.
 
-    def __init__(self, root: Path, home: Path, log_path: Path):
+    ``token`` and ``login_url`` are read from the log: the URL Jupyter prints for the user to open.
+    :meth:`api` sends the token in an ``Authorization`` header, as Jupyter's REST clients do.
+    """
+
+    def __init__(self, root: Path, home: Path, log_path: Path, extra_args: list[str] = ()):
         self.root = root
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.token: str | None = None
+        self.login_url: str | None = None
         self.log_path = log_path
         env = dict(os.environ)
-        venv_bin = str(Path(sys.executable).parent)
+        env.pop("JUPYTER_TOKEN", None)  # the token under test is the one Jupyter generates
+        env.pop("JUPYTER_TOKEN_FILE", None)
         env.update(
-            PATH=venv_bin + os.pathsep + env.get("PATH", ""),
+            VENV=sys.prefix,  # lab.sh runs this interpreter's jupyter
             # Isolate from the user's Jupyter config, workspaces and settings; the dango_nb kernel
             # is found in the venv's share/jupyter (sys.prefix), where `make install` put it.
             JUPYTER_CONFIG_DIR=str(home / "config"),
@@ -110,23 +117,16 @@ class LabServer:
             (settings / plugin).mkdir(parents=True, exist_ok=True)
             (settings / plugin / file).write_text(json.dumps(values))
         cmd = [
-            sys.executable, "-m", "jupyterlab",
+            "bash", str(REPO / "scripts" / "lab.sh"),
             "--no-browser",
             f"--notebook-dir={root}",
-            "--ip=127.0.0.1",
             f"--port={self.port}",
             "--ServerApp.port_retries=0",
-            "--IdentityProvider.token=",
-            "--ServerApp.password=",
-            # A loopback server only this test talks to; lets the finalizer POST /api/shutdown.
-            "--ServerApp.disable_check_xsrf=True",
             "--LabApp.news_url=None",
             "--LabApp.extension_manager=readonly",
             "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-            f"--MappingKernelManager.default_kernel_name={KERNEL_NAME}",
+            *extra_args,
         ]
-        if os.geteuid() == 0:  # containers and CI runners are often root
-            cmd.append("--allow-root")
         self._log = open(log_path, "w")
         self.proc = subprocess.Popen(
             cmd, cwd=root, env=env, stdout=self._log, stderr=subprocess.STDOUT,
@@ -139,27 +139,57 @@ class LabServer:
         except OSError:
             return ""
 
+    def request(self, path: str, method: str = "GET", token: str | None = None, body=None,
+                headers: dict | None = None, timeout: float = 10.0):
+        """(status, parsed JSON body or None); HTTP errors are returned, not raised."""
+        hdrs = dict(headers or {})
+        if token is not None:
+            hdrs["Authorization"] = f"token {token}"
+        data = None if body is None else json.dumps(body).encode()
+        if data is not None:
+            hdrs.setdefault("Content-Type", "application/json")
+        req = urllib.request.Request(self.url + path, method=method, data=data, headers=hdrs)
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                raw = r.read()
+                return r.status, (json.loads(raw) if raw else None)
+        except urllib.error.HTTPError as err:
+            return err.code, None
+
+    def api(self, path: str, method: str = "GET", body=None):
+        """JSON of an authenticated REST call; fails the test on any status but 2xx."""
+        status, data = self.request(path, method, token=self.token, body=body)
+        if not 200 <= status < 300:
+            raise AssertionError(f"{method} {path} with the token gave HTTP {status}")
+        return data
+
     def wait_ready(self, timeout: float = 120.0) -> None:
+        """Until the log shows the token URL and ``/api/status`` answers with that token."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(
                     f"JupyterLab exited with {self.proc.returncode} before serving:\n{self.log_tail()}"
                 )
-            try:
-                _get_json(self.url + "/api/status")
-                return
-            except (urllib.error.URLError, ConnectionError, OSError):
-                time.sleep(0.3)
-        raise TimeoutError(f"JupyterLab not serving {self.url}/api/status after {timeout}s:\n"
-                           f"{self.log_tail()}")
+            if self.token is None:
+                m = TOKEN_URL.search(self.log_path.read_text(errors="replace"))
+                if m and int(m.group(2)) == self.port:
+                    self.login_url, self.token = m.group(1), m.group(3)
+            if self.token is not None:
+                try:
+                    if self.request("/api/status", token=self.token, timeout=2)[0] == 200:
+                        return
+                except (urllib.error.URLError, ConnectionError, OSError):
+                    pass
+            time.sleep(0.3)
+        raise TimeoutError(f"JupyterLab not serving {self.url}/api/status (token found: "
+                           f"{self.token is not None}) after {timeout}s:\n{self.log_tail()}")
 
     def shutdown(self) -> None:
         """POST /api/shutdown, then SIGTERM and SIGKILL the process group (kernels included)."""
-        if self.proc.poll() is None:
+        if self.proc.poll() is None and self.token is not None:
             try:
-                req = urllib.request.Request(self.url + "/api/shutdown", method="POST", data=b"")
-                urllib.request.urlopen(req, timeout=5).close()
+                self.request("/api/shutdown", "POST", token=self.token, timeout=5)
             except (urllib.error.URLError, ConnectionError, OSError):
                 pass
             try:
@@ -231,7 +261,7 @@ def lab_server(lab_workdir, ui_report_dir, ui_timings):
     try:
         server.wait_ready()
         ui_timings["server_start"] = time.monotonic() - t0
-        specs = _get_json(server.url + "/api/kernelspecs")["kernelspecs"]
+        specs = server.api("/api/kernelspecs")["kernelspecs"]
         if KERNEL_NAME not in specs:
             pytest.fail(f"kernel {KERNEL_NAME!r} not registered (have {sorted(specs)}); "
                         "run `make install`")

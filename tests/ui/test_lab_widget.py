@@ -10,7 +10,6 @@ import json
 import os
 import re
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -34,7 +33,7 @@ RUN = ".dango-run"
 ALPHA_PLOT = ".dango-alpha-plot"
 RESULTS_PLOT = ".dango-results-plot"
 PROGRESS = ".dango-progress"
-ALPHA_DATA = ".dango-alpha-data"  # optional: the plotted alpha values as JSON text
+ALPHA_DATA = ".dango-alpha-data"  # optional: the plotted alpha values as JSON text (hidden)
 STATUS = ".dango-status"  # optional: caption naming the last run's schedule and transition_epoch
 
 _NOTEBOOK_STATE_JS = """() => {
@@ -112,9 +111,7 @@ def _save(page) -> None:
 
 def _kernel_state(server, nb_name: str):
     """execution_state of the kernel the server holds for ``nb_name``, or None."""
-    with urllib.request.urlopen(server.url + "/api/sessions", timeout=5) as r:
-        sessions = json.loads(r.read().decode())
-    for sess in sessions:
+    for sess in server.api("/api/sessions"):
         if sess.get("path", "").endswith(nb_name) and sess.get("kernel"):
             return sess["kernel"].get("execution_state")
     return None
@@ -215,8 +212,12 @@ def test_schedule_widget_in_jupyterlab(ui_notebook, lab_server, page, ui_report_
     timings = ui_timings
     t0 = time.monotonic()
     try:
-        # -- open the notebook in a clean workspace, the kernel starts by itself -----------------
+        # -- log in with the URL Jupyter printed (as a user's click does; the browser keeps the
+        # login cookie), then open the notebook in a clean workspace; the kernel starts by itself
+        login = page.request.get(lab_server.login_url)
+        assert login.ok, f"GET {lab_server.login_url} gave HTTP {login.status}"
         page.goto(f"{lab_server.url}/lab/tree/{ui_notebook.as_posix()}?reset")
+        assert "/login" not in page.url, f"the token URL did not log the browser in ({page.url})"
         page.wait_for_selector(".jp-NotebookPanel", timeout=120_000)
         # The toolbar says idle before any kernel exists; a Run All sent then runs nothing.
         _wait_until(lambda: _kernel_state(lab_server, ui_notebook.as_posix()) == "idle", 180,
@@ -247,6 +248,8 @@ def test_schedule_widget_in_jupyterlab(ui_notebook, lab_server, page, ui_report_
         alpha_0 = _plot_signature(alpha)
         assert alpha_0, "the alpha(epoch) plot shows no image after Run All"
         data_0 = _alpha_data(page)
+        if data_0 is not None:  # a test hook: in the DOM, out of sight
+            assert not page.locator(ALPHA_DATA).first.is_visible(), f"{ALPHA_DATA} is visible"
         _shot(page, ui_report_dir, "01_after_run_all.png", focus=page.locator(SLIDER).first)
 
         # -- transition_epoch slider, moved with the keyboard on its handle ---------------------
