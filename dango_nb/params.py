@@ -25,6 +25,7 @@ from typing import Any, Literal, Mapping, Union
 import yaml
 
 from .errors import ParamsError
+from .fileio import load_yaml
 
 __all__ = [
     "NOTEBOOKS", "SCHEMAS", "DataParams", "LambdaParams", "PretrainingParams", "LossSchedulesParams",
@@ -447,7 +448,7 @@ def load_params(path: str | os.PathLike, schema: type | str | None = None,
     except FileNotFoundError:
         raise ParamsError(f"{source}: parameter file not found") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = load_yaml(text, source)  # safe_load that refuses duplicate keys
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark is not None else source
