@@ -8,17 +8,24 @@
 2. The notebooks run in order, each into its own folder ``<out>/<run>/`` (``lambda_determination``,
    ``pretraining``, ``loss_schedules``, ``evaluation``): the executed ``.ipynb``, its HTML export, the
    PNG figures and the tables it writes, plus ``summary.json`` (its key numbers, written by the notebook
-   through :func:`write_summary`). A run's folder is emptied before the notebook runs again.
+   through :func:`write_summary`), and ``kernel.log`` (the kernel's own log). Each notebook runs in a
+   new folder ``<out>/.<run>.run-<pid>/`` that replaces ``<out>/<run>/`` only when the notebook
+   succeeded; after a failure ``<out>/<run>/`` is left as it was and the attempt is kept in
+   ``<out>/<run>.failed/``.
    The schedule notebook runs once and compares all schedules on the same batch (one data load, and
    the comparison figure needs every schedule); its per-schedule figures are
    ``loss_schedules/<Schedule>_transition_epoch=<T>_<timestamp>/final_results.png``.
 3. The lambda notebook writes ``lambda_determination/lambdas.json``, which the other three read, so
    when it fails they are skipped; the other three do not depend on each other, so one failing does not
-   stop the rest. The folders of notebooks that succeeded are kept.
+   stop the rest.
 4. ``<out>/index.html`` links every run and shows its key numbers (lambdas, final Pearson per
    schedule, the evaluation table); ``<out>/summary.json`` and ``<out>/summary.md`` hold the same.
-   Any failed or skipped notebook makes the command exit with status 1 after printing the failing
-   cell's error.
+   They are written when the run starts (state ``running``) and after every notebook, so after a
+   kill they still say how far it got; SIGINT (Ctrl-C) or SIGTERM stop the kernel, record the state
+   ``interrupted`` and exit with 130 / 143. Any failed or skipped notebook makes the command exit
+   with status 1 after printing the failing cell's error; bad parameters, an unwritable ``--out`` or
+   a report folder in use by another run (``<out>/.report.lock`` names its pid) exit with 2 before
+   anything runs. Unless ``--quiet``, every cell's output is echoed as it runs.
 
 The kernel is ``dango_nb`` when registered (``make install`` does it), else ``python3``. Kernels
 run with ``OMP_NUM_THREADS=1`` / ``MKL_NUM_THREADS=1`` unless those are already set (``--threads N``
@@ -50,7 +57,7 @@ from .errors import ParamsError
 from .fileio import atomic_write, atomic_write_json
 from .params import NOTEBOOKS, load_param_dir, run_name
 
-__all__ = ["RunResult", "DEPENDS_ON", "notebook_dir", "pick_kernel", "run_notebook", "run_report",
+__all__ = ["RunResult", "ReportError", "ReportInterrupted", "DEPENDS_ON", "report_lock", "kernel_interrupts", "notebook_dir", "pick_kernel", "run_notebook", "run_report",
            "write_summary", "read_summary", "write_index", "main"]
 
 #: run name -> runs whose outputs it reads
