@@ -1,13 +1,22 @@
-"""Atomic writes: a reader never sees a half-written file, and a failure keeps the old one."""
+"""Atomic writes: a reader never sees a half-written file, and a failure keeps the old one.
+
+Also the strict readers and writers of the text formats the package exchanges: JSON without ``NaN`` /
+``Infinity`` tokens (undefined numbers are written as ``null``) and YAML that refuses duplicate keys.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterator
+
+import yaml
+
+from .errors import ParamsError
 
 
 def _umask_mode() -> int:
@@ -54,21 +63,93 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def atomic_write_json(obj: Any, path: str | os.PathLike) -> None:
+    """Write ``obj`` as strict JSON: NaN and +-inf become ``null`` (``JSON.parse`` rejects the tokens
+    Python would write), numpy scalars and arrays become numbers and lists, paths become strings."""
+    text = json.dumps(to_strict_json(obj), indent=2, sort_keys=True, allow_nan=False)
     with atomic_write(path) as fh:
-        json.dump(obj, fh, indent=2, sort_keys=True, default=_json_default)
-        fh.write("\n")
+        fh.write(text + "\n")
 
 
-def _json_default(o: Any) -> Any:
+def to_strict_json(o: Any) -> Any:
+    """``o`` with every non-finite float replaced by None and numpy / Path values made plain."""
+    if isinstance(o, float):  # includes numpy.float64
+        return float(o) if math.isfinite(o) else None
+    if isinstance(o, (str, int, bool)) or o is None:
+        return o
+    if isinstance(o, dict):
+        return {k if isinstance(k, str) else str(to_strict_json(k)): to_strict_json(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [to_strict_json(v) for v in o]
     import numpy as np
 
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
+    if isinstance(o, (np.generic, np.ndarray)):
+        return to_strict_json(o.tolist())
+    if isinstance(o, os.PathLike):
+        return os.fspath(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def _reject_constant(token: str) -> Any:
+    raise ValueError(f"{token} is not JSON")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Parse ``path`` as strict JSON (``NaN`` / ``Infinity`` tokens are an error naming the file)."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"), parse_constant=_reject_constant)
+    except ValueError as err:  # JSONDecodeError included
+        raise ValueError(f"{path}: not strict JSON: {err}") from None
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a mapping with the same key twice (PyYAML keeps the last)."""
+
+    source = "<yaml>"
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # "<<" merges may override
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.get(key)
+                except TypeError:  # unhashable key: SafeLoader reports it
+                    continue
+                line = key_node.start_mark.line + 1
+                if first is not None:
+                    raise ParamsError(f"{self.source}:{line}: duplicate key {key!r} (first given on line "
+                                      f"{first}); each key may appear once per mapping")
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str, source: str = "<yaml>") -> Any:
+    """``yaml.safe_load`` that raises :class:`ParamsError` ``"<source>:<line>: duplicate key ..."``
+    instead of silently keeping the last of two equal keys; other YAML errors propagate unchanged."""
+    loader = _UniqueKeyLoader(text)
+    loader.source = source
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+def read_yaml(path: str | os.PathLike) -> Any:
+    """Read a YAML file strictly (see :func:`load_yaml`); errors name the file and line."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: file not found") from None
+    try:
+        return load_yaml(text, str(path))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise ParamsError(f"{where}: not valid YAML: {getattr(err, 'problem', None) or err}") from None
 
 
 def atomic_save_torch(obj: Any, path: str | os.PathLike) -> None:

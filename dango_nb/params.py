@@ -27,6 +27,7 @@ import yaml
 
 from .errors import ParamsError
 from .eval.options import EvaluationOptions
+from .fileio import load_yaml
 from .schedules import SCHEDULES
 from .train.config import TrainConfig
 
@@ -395,7 +396,7 @@ def load_params(path: str | os.PathLike, schema: type | str | None = None,
     except FileNotFoundError:
         raise ParamsError(f"{source}: parameter file not found") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = load_yaml(text, source)  # safe_load that refuses duplicate keys
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark is not None else source

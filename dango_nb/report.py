@@ -8,17 +8,24 @@
 2. The notebooks run in order, each into its own folder ``<out>/<run>/`` (``lambda_determination``,
    ``pretraining``, ``loss_schedules``, ``evaluation``): the executed ``.ipynb``, its HTML export, the
    PNG figures and the tables it writes, plus ``summary.json`` (its key numbers, written by the notebook
-   through :func:`write_summary`). A run's folder is emptied before the notebook runs again.
+   through :func:`write_summary`), and ``kernel.log`` (the kernel's own log). Each notebook runs in a
+   new folder ``<out>/.<run>.run-<pid>/`` that replaces ``<out>/<run>/`` only when the notebook
+   succeeded; after a failure ``<out>/<run>/`` is left as it was and the attempt is kept in
+   ``<out>/<run>.failed/``.
    The schedule notebook runs once and compares all schedules on the same batch (one data load, and
    the comparison figure needs every schedule); its per-schedule figures are
    ``loss_schedules/<Schedule>_transition_epoch=<T>_<timestamp>/final_results.png``.
 3. The lambda notebook writes ``lambda_determination/lambdas.json``, which the other three read, so
    when it fails they are skipped; the other three do not depend on each other, so one failing does not
-   stop the rest. The folders of notebooks that succeeded are kept.
+   stop the rest.
 4. ``<out>/index.html`` links every run and shows its key numbers (lambdas, final Pearson per
    schedule, the evaluation table); ``<out>/summary.json`` and ``<out>/summary.md`` hold the same.
-   Any failed or skipped notebook makes the command exit with status 1 after printing the failing
-   cell's error.
+   They are written when the run starts (state ``running``) and after every notebook, so after a
+   kill they still say how far it got; SIGINT (Ctrl-C) or SIGTERM stop the kernel, record the state
+   ``interrupted`` and exit with 130 / 143. Any failed or skipped notebook makes the command exit
+   with status 1 after printing the failing cell's error; bad parameters, an unwritable ``--out`` or
+   a report folder in use by another run (``<out>/.report.lock`` names its pid) exit with 2 before
+   anything runs. Unless ``--quiet``, every cell's output is echoed as it runs.
 
 The kernel is ``dango_nb`` when registered (``make install`` does it), else ``python3``. Kernels
 run with ``OMP_NUM_THREADS=1`` / ``MKL_NUM_THREADS=1`` unless those are already set (``--threads N``
@@ -34,10 +41,13 @@ import contextlib
 import datetime as _dt
 import html
 import json
+import math
 import os
 import re
 import shutil
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +57,7 @@ from .errors import ParamsError
 from .fileio import atomic_write, atomic_write_json
 from .params import NOTEBOOKS, load_param_dir, run_name
 
-__all__ = ["RunResult", "DEPENDS_ON", "notebook_dir", "pick_kernel", "run_notebook", "run_report",
+__all__ = ["RunResult", "ReportError", "ReportInterrupted", "DEPENDS_ON", "report_lock", "kernel_interrupts", "notebook_dir", "pick_kernel", "run_notebook", "run_report",
            "write_summary", "read_summary", "write_index", "main"]
 
 #: run name -> runs whose outputs it reads
@@ -69,7 +79,7 @@ def notebook_dir() -> Path:
 
 def pick_kernel(preferred: str = "dango_nb") -> str:
     """``preferred`` when that kernel spec is installed, else ``python3``."""
-    from jupyter_client.kernelspec import KernelSpecManager
+    from jupyter_client.kernelspec import KernelSpecManager  # noqa: PLC0415
 
     return preferred if preferred in KernelSpecManager().find_kernel_specs() else "python3"
 
@@ -104,36 +114,54 @@ def table(df, digits: int = 4) -> dict:
 
 
 # ------------------------------------------------------------------------------------- running
+class ReportError(RuntimeError):
+    """The report cannot be written where asked (folder in use by another run, not writable)."""
+
+
+class ReportInterrupted(BaseException):
+    """SIGINT or SIGTERM reached the runner; ``signum`` says which (a BaseException, so that no
+    ``except Exception`` in papermill or nbclient swallows it)."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        super().__init__(signal.Signals(signum).name)
+
+
 @dataclass
 class RunResult:
     name: str
     notebook: str
-    status: str  # "ok" | "failed" | "skipped"
+    status: str  # "pending" | "running" | "ok" | "failed" | "skipped" | "interrupted" | "not run"
     seconds: float = 0.0
     error: str | None = None
     ipynb: str | None = None
     html: str | None = None
     figures: list[str] = field(default_factory=list)
     summary: dict | None = None
+    folder: str | None = None  # where this attempt's files are (relative to the report folder)
+    previous: str | None = None  # the earlier successful output kept after a failure
 
     def to_dict(self) -> dict:
         return dict(vars(self))
 
 
-def _error_text(err: BaseException) -> str:
-    from papermill.exceptions import PapermillExecutionError
+def _error_text(err: BaseException, timeout: int | None = None) -> str:
+    from papermill.exceptions import PapermillExecutionError  # noqa: PLC0415
 
     if isinstance(err, PapermillExecutionError):
         tb = _ANSI.sub("", "\n".join(err.traceback or []))
-        return (f"cell {err.cell_index} (execution count {err.exec_count}) raised "
+        text = (f"cell {err.cell_index} (execution count {err.exec_count}) raised "
                 f"{err.ename}: {err.evalue}\n{tb}").rstrip()
+        if err.ename == "KeyboardInterrupt" and timeout:
+            text = f"cell {err.cell_index} ran past --timeout {timeout} s and was interrupted\n" + text
+        return text
     return f"{type(err).__name__}: {err}"
 
 
 def export_html(ipynb: Path) -> Path:
     """HTML next to the executed notebook (figures embedded)."""
-    import nbformat
-    from nbconvert import HTMLExporter
+    import nbformat  # noqa: PLC0415
+    from nbconvert import HTMLExporter  # noqa: PLC0415
 
     nb = nbformat.read(ipynb, as_version=4)
     body, _ = HTMLExporter().from_notebook_node(nb)
@@ -143,45 +171,226 @@ def export_html(ipynb: Path) -> Path:
     return out
 
 
+KERNEL_LOG = "kernel.log"
+_SHUTDOWN_MARK = "--- dango_nb.report: the runner shuts the kernel down ---"
+_INTERRUPT_LINE = re.compile(r"KeyboardInterrupt caught in (kernel|CFRunLoop)")
+_ACTIVE_KERNELS: list = []  # kernel managers of the notebook now running (killed on interrupt)
+
+
+def _kernel_manager_class(log_path: Path):
+    """A jupyter_client kernel manager whose kernel writes its own log (stderr) to ``log_path`` and
+    that does not interrupt the kernel when shutting it down.
+
+    ``KernelManager.shutdown_kernel`` sends SIGINT to the kernel's process group before its shutdown
+    request, to break a busy kernel. papermill shuts the kernel down right after the reply to its last
+    ``kernel_info_request``, while the kernel may still be inside that message handler, where ipykernel
+    has put the default SIGINT handler back: the signal then logs ``KeyboardInterrupt caught in
+    kernel.`` although every cell finished. Here the kernel is idle at shutdown (a cell past
+    ``--timeout`` is interrupted by nbclient before), so the interrupt is skipped; a run stopped by
+    the user kills the kernel instead.
+    """
+    from jupyter_client.manager import AsyncKernelManager  # noqa: PLC0415
+
+    class ReportKernelManager(AsyncKernelManager):
+        async def _async_launch_kernel(self, kernel_cmd, **kw):
+            self._report_log = open(log_path, "ab")  # noqa: SIM115 - the kernel holds it until it exits
+            kw["stderr"] = self._report_log
+            _ACTIVE_KERNELS.append(self)
+            await super()._async_launch_kernel(kernel_cmd, **kw)
+
+        async def _async_shutdown_kernel(self, now: bool = False, restart: bool = False) -> None:
+            with contextlib.suppress(OSError), open(log_path, "a", encoding="utf-8") as fh:
+                fh.write(f"\n{_SHUTDOWN_MARK}\n")
+            try:
+                await super()._async_shutdown_kernel(now=now, restart=restart)
+            finally:
+                with contextlib.suppress(ValueError):
+                    _ACTIVE_KERNELS.remove(self)
+                with contextlib.suppress(Exception):
+                    self._report_log.close()
+
+        async def _async_interrupt_kernel(self) -> None:
+            if self.shutting_down:
+                return
+            await super()._async_interrupt_kernel()
+
+        # AsyncKernelManager binds these names to the base class's coroutines
+        shutdown_kernel = _async_shutdown_kernel
+        interrupt_kernel = _async_interrupt_kernel
+
+    return ReportKernelManager
+
+
+def _kill_active_kernels() -> None:
+    for km in list(_ACTIVE_KERNELS):
+        prov = getattr(km, "provisioner", None)
+        pgid = getattr(prov, "pgid", None)
+        with contextlib.suppress(Exception):
+            if pgid:
+                os.killpg(pgid, signal.SIGKILL)
+            elif getattr(prov, "process", None) is not None:
+                prov.process.kill()
+        with contextlib.suppress(ValueError):
+            _ACTIVE_KERNELS.remove(km)
+
+
+def kernel_interrupts(log_path: Path) -> list[str]:
+    """Lines of a kernel log that report a KeyboardInterrupt while cells were still running
+    (before the runner's shutdown mark)."""
+    if not log_path.is_file():
+        return []
+    text = log_path.read_text(encoding="utf-8", errors="replace").split(_SHUTDOWN_MARK)[0]
+    return [ln.strip() for ln in text.splitlines() if _INTERRUPT_LINE.search(ln)]
+
+
+def _build_dir(out_root: Path, name: str) -> Path:
+    return out_root / f".{name}.run-{os.getpid()}"
+
+
+def _failed_dir(out_root: Path, name: str) -> Path:
+    return out_root / f"{name}.failed"
+
+
+def _remove_tree(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    """Put folder ``new`` at ``target``; an existing ``target`` is removed only once ``new`` is there."""
+    if not target.exists():
+        os.rename(new, target)
+        return
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    _remove_tree(old)
+    os.rename(target, old)
+    try:
+        os.rename(new, target)
+    except BaseException:
+        os.rename(old, target)
+        raise
+    try:
+        _remove_tree(old)
+    except OSError as err:
+        print(f"warning: could not remove the replaced output {old}: {err}", file=sys.stderr)
+
+
+def _rewrite_paths(ipynb: Path, build: Path, final: Path) -> None:
+    """The executed notebook names its folder as it will be found: ``final``, not the build folder."""
+    text = ipynb.read_text(encoding="utf-8")
+    if str(build) in text:
+        with atomic_write(ipynb) as fh:
+            fh.write(text.replace(str(build), str(final)))
+
+
 def run_notebook(stem: str, params_file: Path, out_root: Path, kernel: str,
-                 timeout: int | None = None, nb_dir: Path | None = None) -> RunResult:
-    """Execute one notebook into ``out_root/<run>/`` (emptied first) and export its HTML."""
-    import papermill as pm
+                 timeout: int | None = None, nb_dir: Path | None = None,
+                 log_output: bool = False, progress: bool = False) -> RunResult:
+    """Execute one notebook and, only if it succeeds, make its folder ``out_root/<run>/``.
+
+    The notebook runs in a new folder ``out_root/.<run>.run-<pid>/`` (a sibling, so the notebooks
+    find ``lambda_determination/`` beside it); on success it replaces ``<run>/``, on failure
+    ``<run>/`` is left as it was and the attempt is kept as ``<run>.failed/``.
+    """
+    import papermill as pm  # noqa: PLC0415
 
     name = run_name(stem)
     nb_dir = nb_dir or notebook_dir()
     src = nb_dir / f"{stem}.ipynb"
-    run_dir = out_root / name
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True)
-    out_nb = run_dir / f"{stem}.ipynb"
-    res = RunResult(name, str(src), "ok", ipynb=str(out_nb.relative_to(out_root)))
+    final = out_root / name
+    build = _build_dir(out_root, name)
+    _remove_tree(build)
+    build.mkdir(parents=True)
+    res = RunResult(name, str(src), "running")
     t0 = time.perf_counter()
+    out_nb = build / f"{stem}.ipynb"
+    log_path = build / KERNEL_LOG
     try:
-        pm.execute_notebook(str(src), str(out_nb), kernel_name=kernel, language="python", cwd=str(nb_dir),
-                            parameters={"params_file": str(params_file.resolve()),
-                                        "report_dir": str(run_dir.resolve())},
-                            progress_bar=False, execution_timeout=timeout)
-    except Exception as err:
-        res.status, res.error = "failed", _error_text(err)
-    res.seconds = round(time.perf_counter() - t0, 1)
-    if out_nb.is_file():
         try:
-            res.html = str(export_html(out_nb).relative_to(out_root))
-        except Exception as err:
+            pm.execute_notebook(str(src), str(out_nb), kernel_name=kernel, language="python", cwd=str(nb_dir),
+                                parameters={"params_file": str(params_file.resolve()),
+                                            "report_dir": str(build.resolve())},
+                                progress_bar={"desc": f"[report] {name}", "disable": None} if progress else False,
+                                log_output=log_output, execution_timeout=timeout,
+                                kernel_manager_class=_kernel_manager_class(log_path),
+                                interrupt_on_timeout=True)
+        except Exception as err:  # noqa: BLE001 - recorded and reported; the other notebooks go on
+            res.status, res.error = "failed", _error_text(err, timeout)
+        else:
+            res.status = "ok"
+    except BaseException:
+        _kill_active_kernels()
+        _finish_failed(res, build, final, out_root, "interrupted")
+        raise
+    finally:
+        res.seconds = round(time.perf_counter() - t0, 1)
+    if out_nb.is_file():
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            _rewrite_paths(out_nb, build.resolve(), final.resolve())
+        try:
+            export_html(out_nb)
+        except Exception as err:  # noqa: BLE001 - the notebook's result stands without its HTML
             print(f"warning: HTML export of {out_nb} failed: {err}", file=sys.stderr)
-    res.figures = sorted(str(p.relative_to(out_root)) for p in run_dir.rglob("*.png"))
-    res.summary = read_summary(run_dir)
-    if res.status == "ok" and res.summary is None:
+    interrupts = kernel_interrupts(log_path)
+    if res.status == "ok" and interrupts:
+        res.status, res.error = "failed", ("the kernel was interrupted while the notebook ran "
+                                           f"(see {KERNEL_LOG}): " + "; ".join(interrupts))
+    if res.status == "ok" and read_summary(build) is None:
         res.status, res.error = "failed", f"{src.name} finished without writing {SUMMARY_NAME}"
+    if res.status == "ok":
+        try:
+            _replace_dir(build, final)
+        except OSError as err:
+            res.status, res.error = "failed", f"could not replace {final} by the new output: {err}"
+    if res.status == "ok":
+        _describe(res, final, out_root, stem)
+        _remove_tree(_failed_dir(out_root, name))  # an earlier failed attempt is now out of date
+    else:
+        _finish_failed(res, build, final, out_root, res.status)
     return res
+
+
+def _describe(res: RunResult, folder: Path, out_root: Path, stem: str) -> None:
+    rel = lambda p: str(p.relative_to(out_root))  # noqa: E731
+    res.folder = rel(folder)
+    nb, page = folder / f"{stem}.ipynb", folder / f"{stem}.html"
+    res.ipynb = rel(nb) if nb.is_file() else None
+    res.html = rel(page) if page.is_file() else None
+    res.figures = sorted(rel(p) for p in folder.rglob("*.png"))
+    res.summary = read_summary(folder)
+
+
+def _finish_failed(res: RunResult, build: Path, final: Path, out_root: Path, status: str) -> None:
+    """Keep a failed or interrupted attempt as ``<run>.failed/`` and say where both folders are."""
+    res.status = status
+    stem = Path(res.notebook).stem
+    failed = _failed_dir(out_root, res.name)
+    try:
+        if build.exists():
+            _replace_dir(build, failed)
+            _describe(res, failed, out_root, stem)
+    except OSError as err:
+        print(f"warning: could not move the failed attempt {build} to {failed}: {err}", file=sys.stderr)
+        if build.exists():
+            _describe(res, build, out_root, stem)
+    res.summary = None if status != "ok" else res.summary
+    if final.is_dir():
+        res.previous = str(final.relative_to(out_root))
+    where = f"; this attempt is kept in {out_root / res.folder}" if res.folder else ""
+    kept = (f"; the previous output in {final} is unchanged" if res.previous
+            else f"; {final} was not created")
+    note = f"[{status}{where}{kept}]"
+    res.error = f"{res.error}\n{note}" if res.error else note
 
 
 def run_report(params_dir: str | os.PathLike, out: str | os.PathLike, only: Sequence[str] | None = None,
                kernel: str | None = None, timeout: int | None = None, nb_dir: Path | None = None,
-               log=None, threads: int | None = None) -> tuple[list[RunResult], dict]:
-    """Validate ``params_dir``, run the notebooks, write the index and summaries."""
+               log=None, threads: int | None = None, log_output: bool = False,
+               progress: bool = False) -> tuple[list[RunResult], dict]:
+    """Validate ``params_dir``, take the report folder's lock, run the notebooks, write the index and
+    summaries (rewritten after every notebook, so they always say how far the run got)."""
     params_dir, out = Path(params_dir), Path(out)
     log = log or (lambda *a: print(*a, flush=True))
     stems = list(NOTEBOOKS)
@@ -198,9 +407,69 @@ def run_report(params_dir: str | os.PathLike, out: str | os.PathLike, only: Sequ
     if missing:
         raise ParamsError(f"{nb_dir}: notebook(s) {', '.join(missing)} not found (use --notebooks DIR)")
     kernel = kernel or pick_kernel()
-    out.mkdir(parents=True, exist_ok=True)
-    with _thread_env(threads):
-        return _run_all(stems, params_dir, out, kernel, timeout, nb_dir, log)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ReportError(f"{out}: cannot create the report folder: {err.strerror or err}") from None
+    with report_lock(out, log), _thread_env(threads):
+        return _run_all(stems, params_dir, out, kernel, timeout, nb_dir, log, log_output, progress)
+
+
+LOCK_NAME = ".report.lock"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def report_lock(out: Path, log=print):
+    """Hold ``<out>/.report.lock`` (``pid`` and start time) while a report is written into ``out``.
+
+    A lock whose pid is alive refuses the second run (:class:`ReportError` naming that pid); the lock
+    of a process that no longer exists is taken over with a message."""
+    path = out / LOCK_NAME
+    body = json.dumps({"pid": os.getpid(), "started": _dt.datetime.now().isoformat(timespec="seconds"),
+                       "argv": sys.argv})
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                held = json.loads(path.read_text(encoding="utf-8") or "{}")
+                pid = int(held.get("pid"))
+            except (OSError, ValueError, TypeError):
+                held, pid = {}, None
+            if pid is not None and _pid_alive(pid):
+                raise ReportError(f"{out} is in use by another report run (pid {pid}, started "
+                                  f"{held.get('started', '?')}; lock {path}); wait for it to finish or "
+                                  f"stop it, or choose another --out") from None
+            log(f"[report] taking over the stale lock {path} of pid {pid} (no such process)")
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            continue
+        except OSError as err:
+            raise ReportError(f"{out}: cannot write the report there: {err.strerror or err}") from None
+        with os.fdopen(fd, "w") as fh:
+            fh.write(body)
+        break
+    else:
+        raise ReportError(f"{out}: could not take the lock {path}")
+    try:
+        for stale in out.glob(".*.run-*"):  # build folders of a run that was killed
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+        yield path
+    finally:
+        with contextlib.suppress(OSError):
+            if json.loads(path.read_text(encoding="utf-8")).get("pid") == os.getpid():
+                path.unlink()
 
 
 @contextlib.contextmanager
@@ -222,46 +491,82 @@ def _thread_env(threads: int | None):
                 os.environ[k] = v
 
 
-def _run_all(stems, params_dir: Path, out: Path, kernel: str, timeout, nb_dir, log):
+def _run_all(stems, params_dir: Path, out: Path, kernel: str, timeout, nb_dir, log,
+             log_output: bool = False, progress: bool = False):
     started = _dt.datetime.now()
     t0 = time.perf_counter()
     params_dir = Path(params_dir)
-    results: list[RunResult] = []
-    status: dict[str, str] = {}
-    for stem in stems:
-        name = run_name(stem)
-        blocked = [d for d in DEPENDS_ON.get(name, ()) if status.get(d, "ok") != "ok"
-                   or (d not in status and not (out / d / SUMMARY_NAME).is_file())]
-        if blocked:
-            r = RunResult(name, str((nb_dir or notebook_dir()) / f"{stem}.ipynb"), "skipped",
-                          error=f"skipped: needs {', '.join(blocked)}, which did not succeed")
-            log(f"[report] {name}: {r.error}")
-        else:
-            log(f"[report] {name}: running {stem}.ipynb (kernel {kernel}) ...")
-            r = run_notebook(stem, params_dir / f"{stem}.yaml", out, kernel, timeout, nb_dir)
-            log(f"[report] {name}: {r.status} in {r.seconds:.1f} s")
-            if r.status != "ok":
-                log(f"[report] {name} FAILED: {r.error}")
-        status[name] = r.status
-        results.append(r)
+    results = [RunResult(run_name(s), str(nb_dir / f"{s}.ipynb"), "pending") for s in stems]
+    for r in results:
+        if (out / r.name).is_dir():
+            r.previous = r.name
     summary = {
         "started": started.isoformat(timespec="seconds"),
-        "wall_s": round(time.perf_counter() - t0, 1),
+        "finished": None,
+        "state": "running",
+        "pid": os.getpid(),
+        "wall_s": 0.0,
         "params_dir": str(params_dir.resolve()),
         "kernel": kernel,
         "threads": os.environ.get("OMP_NUM_THREADS"),
-        "ok": all(r.status == "ok" for r in results),
-        "runs": [r.to_dict() for r in results],
+        "ok": False,
+        "runs": [],
     }
+
+    def publish():
+        summary["wall_s"] = round(time.perf_counter() - t0, 1)
+        summary["runs"] = [r.to_dict() for r in results]
+        write_outputs(summary, out)
+
+    publish()
+    status: dict[str, str] = {}
+    try:
+        for i, stem in enumerate(stems):
+            name = run_name(stem)
+            blocked = [d for d in DEPENDS_ON.get(name, ()) if status.get(d, "ok") != "ok"
+                       or (d not in status and not (out / d / SUMMARY_NAME).is_file())]
+            if blocked:
+                results[i].status = "skipped"
+                results[i].error = f"skipped: needs {', '.join(blocked)}, which did not succeed"
+                log(f"[report] {name}: {results[i].error}")
+            else:
+                log(f"[report] {name}: running {stem}.ipynb (kernel {kernel}) ...")
+                results[i].status = "running"
+                publish()
+                results[i] = run_notebook(stem, params_dir / f"{stem}.yaml", out, kernel, timeout, nb_dir,
+                                          log_output=log_output, progress=progress)
+                log(f"[report] {name}: {results[i].status} in {results[i].seconds:.1f} s")
+                if results[i].status != "ok":
+                    log(f"[report] {name} FAILED: {results[i].error}")
+            status[name] = results[i].status
+            publish()
+    except BaseException:
+        for r in results:
+            if r.status in ("running", "pending"):
+                r.status = "interrupted" if r.status == "running" else "not run"
+        summary["state"] = "interrupted"
+        summary["finished"] = _dt.datetime.now().isoformat(timespec="seconds")
+        publish()
+        raise
+    summary["ok"] = all(r.status == "ok" for r in results)
+    summary["state"] = "ok" if summary["ok"] else "failed"
+    summary["finished"] = _dt.datetime.now().isoformat(timespec="seconds")
+    publish()
+    return results, summary
+
+
+def write_outputs(summary: Mapping, out: Path) -> None:
+    """``summary.json``, ``summary.md`` and ``index.html`` of the report folder."""
     atomic_write_json(summary, out / "summary.json")
     with atomic_write(out / "summary.md") as fh:
-        fh.write(summary_markdown(summary))
+        fh.write(summary_markdown(summary, out))
     write_index(summary, out / "index.html")
-    return results, summary
 
 
 # -------------------------------------------------------------------------------------- output
 def _scalar(v: Any) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "n/a"  # undefined (null in the JSON)
     if isinstance(v, float):
         return f"{v:.4g}"
     return str(v)
@@ -296,18 +601,43 @@ def _md_value(k: str, v: Any) -> str:
     return f"- **{k}**: {_scalar(v)}"
 
 
-def summary_markdown(summary: Mapping) -> str:
+def _state_text(summary: Mapping) -> str:
+    state = summary.get("state", "ok" if summary.get("ok") else "failed")
+    done = sum(r["status"] == "ok" for r in summary["runs"])
+    total = len(summary["runs"])
+    if state == "running":
+        return (f"RUNNING (pid {summary.get('pid')}): {done}/{total} notebooks done so far; "
+                f"this page is rewritten after every notebook")
+    if state == "interrupted":
+        return f"INTERRUPTED at {summary.get('finished')}: {done}/{total} notebooks ok"
+    if state == "ok":
+        return f"all notebooks succeeded ({done}/{total})"
+    return f"SOME NOTEBOOKS FAILED ({done}/{total} ok)"
+
+
+def _existing(root: Path | None, rel: str | None) -> str | None:
+    """``rel`` if that file or folder exists under ``root`` (links only to what is there)."""
+    if not rel:
+        return None
+    return rel if root is None or (root / rel).exists() else None
+
+
+def summary_markdown(summary: Mapping, root: Path | None = None) -> str:
     out = [f"# dango_nb report ({summary['started']})", "",
            f"Parameters: `{summary['params_dir']}`; kernel `{summary['kernel']}`; "
-           f"total {summary['wall_s']:.1f} s; {'all notebooks succeeded' if summary['ok'] else 'SOME NOTEBOOKS FAILED'}.",
+           f"total {summary['wall_s']:.1f} s; {_state_text(summary)}.",
            ""]
     if any((r.get("summary") or {}).get("synthetic") for r in summary["runs"]):
         out += ["**Results marked synthetic come from the embedded SYNTHETIC benchmark, not from real "
                 "STRING / Kuzmin data.**", ""]
     for r in summary["runs"]:
         out += [f"## {r['name']}: {r['status']} ({r['seconds']:.1f} s)", ""]
-        if r.get("html"):
-            out.append(f"Report: [{r['html']}]({r['html']})\n")
+        page = _existing(root, r.get("html"))
+        if page:
+            out.append(f"Report: [{page}]({page})\n")
+        prev = _existing(root, r.get("previous"))
+        if prev and r["status"] != "ok":
+            out.append(f"Previous successful output (kept): [{prev}/]({prev}/)\n")
         if r.get("error"):
             out += ["```", r["error"][-3000:], "```", ""]
         s = r.get("summary") or {}
@@ -322,47 +652,67 @@ def summary_markdown(summary: Mapping) -> str:
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
 table{border-collapse:collapse;margin:.4em 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:90%;text-align:left}
-.ok{color:#176f2c}.failed,.skipped{color:#b00020}pre{background:#f6f6f6;padding:8px;overflow:auto;max-height:25em}
+.ok{color:#176f2c}.failed,.skipped,.interrupted{color:#b00020}.running,.pending{color:#8a6d00}
+pre{background:#f6f6f6;padding:8px;overflow:auto;max-height:25em}
 img.thumb{height:170px;margin:4px;border:1px solid #ddd}section{border-top:2px solid #eee;margin-top:1.5em}
 """
 
 
 def write_index(summary: Mapping, path: Path) -> Path:
-    """``index.html``: every run, its status, links, key numbers and figure thumbnails."""
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>dango_nb report</title>"
+    """``index.html``: every run, its status, links (only to files that exist), key numbers and
+    figure thumbnails."""
+    root = Path(path).parent
+    esc = html.escape
+    state = summary.get("state", "ok" if summary.get("ok") else "failed")
+    refresh = "<meta http-equiv='refresh' content='30'>" if state == "running" else ""
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'>{refresh}<title>dango_nb report</title>"
              f"<style>{_CSS}</style></head><body><h1>dango_nb report</h1>",
-             f"<p>Started {html.escape(summary['started'])}; parameters <code>{html.escape(summary['params_dir'])}"
-             f"</code>; kernel <code>{html.escape(summary['kernel'])}</code>; total {summary['wall_s']:.1f} s. "
+             f"<p class='{esc(state)}'><b>{esc(_state_text(summary))}</b></p>",
+             f"<p>Started {esc(summary['started'])}; parameters <code>{esc(summary['params_dir'])}"
+             f"</code>; kernel <code>{esc(summary['kernel'])}</code>; total {summary['wall_s']:.1f} s. "
              f"<a href='summary.md'>summary.md</a> · <a href='summary.json'>summary.json</a></p>",
-             "<table><tr><th>run</th><th>status</th><th>time (s)</th><th>report</th><th>notebook</th></tr>"]
+             "<table><tr><th>run</th><th>status</th><th>time (s)</th><th>report</th><th>notebook</th>"
+             "<th>previous output</th></tr>"]
     if any((r.get("summary") or {}).get("synthetic") for r in summary["runs"]):
-        parts.insert(2, "<p class='failed'><b>Results marked synthetic come from the embedded SYNTHETIC "
+        parts.insert(3, "<p class='failed'><b>Results marked synthetic come from the embedded SYNTHETIC "
                         "benchmark, not from real STRING / Kuzmin data.</b></p>")
     for r in summary["runs"]:
-        link = f"<a href='{html.escape(r['html'])}'>HTML</a>" if r.get("html") else ""
-        nb = f"<a href='{html.escape(r['ipynb'])}'>.ipynb</a>" if r.get("ipynb") else ""
-        parts.append(f"<tr><td><a href='#{r['name']}'>{r['name']}</a></td><td class='{r['status']}'>"
-                     f"{r['status']}</td><td>{r['seconds']:.1f}</td><td>{link}</td><td>{nb}</td></tr>")
+        page, nb = _existing(root, r.get("html")), _existing(root, r.get("ipynb"))
+        prev = _existing(root, r.get("previous")) if r["status"] != "ok" else None
+        link = f"<a href='{esc(page)}'>HTML</a>" if page else ""
+        nbl = f"<a href='{esc(nb)}'>.ipynb</a>" if nb else ""
+        prevl = f"<a href='{esc(prev)}/'>{esc(prev)}/ (kept)</a>" if prev else ""
+        parts.append(f"<tr><td><a href='#{r['name']}'>{r['name']}</a></td><td class='{esc(r['status'])}'>"
+                     f"{esc(r['status'])}</td><td>{r['seconds']:.1f}</td><td>{link}</td><td>{nbl}</td>"
+                     f"<td>{prevl}</td></tr>")
     parts.append("</table>")
     for r in summary["runs"]:
-        parts.append(f"<section id='{r['name']}'><h2>{r['name']} <span class='{r['status']}'>"
-                     f"({r['status']})</span></h2>")
+        parts.append(f"<section id='{r['name']}'><h2>{r['name']} <span class='{esc(r['status'])}'>"
+                     f"({esc(r['status'])})</span></h2>")
         if r.get("error"):
-            parts.append(f"<pre>{html.escape(r['error'][-5000:])}</pre>")
+            parts.append(f"<pre>{esc(r['error'][-5000:])}</pre>")
         s = r.get("summary") or {}
         meta = {k: v for k, v in s.items() if k != "numbers"}
         if meta:
             parts.append(_html_value(meta))
         for k, v in (s.get("numbers") or {}).items():
-            parts.append(f"<h3>{html.escape(k)}</h3>{_html_value(v)}")
+            parts.append(f"<h3>{esc(k)}</h3>{_html_value(v)}")
         for fig in r.get("figures", []):
-            parts.append(f"<a href='{html.escape(fig)}' title='{html.escape(fig)}'>"
-                         f"<img class='thumb' src='{html.escape(fig)}' alt='{html.escape(fig)}'></a>")
+            if _existing(root, fig):
+                parts.append(f"<a href='{esc(fig)}' title='{esc(fig)}'>"
+                             f"<img class='thumb' src='{esc(fig)}' alt='{esc(fig)}'></a>")
         parts.append("</section>")
     parts.append("</body></html>\n")
     with atomic_write(path) as fh:
         fh.write("\n".join(parts))
     return path
+
+
+_EXIT_ON_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+def _raise_interrupted(signum, frame):
+    raise ReportInterrupted(signum)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -377,20 +727,50 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--notebooks", default=None, help="folder holding the notebooks (default: the repository's notebooks/)")
     ap.add_argument("--threads", type=int, default=None,
                     help="OMP/MKL threads of the kernels (default: as set in the environment, else 1)")
+    ap.add_argument("--quiet", action="store_true",
+                    help="do not echo the notebooks' output (by default every cell's output is echoed "
+                         "as it runs, and a progress bar is shown on a terminal)")
     args = ap.parse_args(argv)
+    if not args.quiet:
+        _echo_cell_output()
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        handlers = {s: signal.signal(s, _raise_interrupted) for s in _EXIT_ON_SIGNAL}
     try:
         results, summary = run_report(args.params, args.out, args.only, args.kernel, args.timeout,
                                       nb_dir=Path(args.notebooks) if args.notebooks else None,
-                                      threads=args.threads)
-    except ParamsError as err:
+                                      threads=args.threads, log_output=not args.quiet,
+                                      progress=not args.quiet)
+    except (ParamsError, ReportError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except (ReportInterrupted, KeyboardInterrupt) as err:
+        signum = err.signum if isinstance(err, ReportInterrupted) else signal.SIGINT
+        print(f"\n[report] interrupted by {signal.Signals(signum).name}; the kernel was stopped, earlier "
+              f"outputs are kept; {Path(args.out) / 'index.html'} says what was done", file=sys.stderr)
+        return _EXIT_ON_SIGNAL.get(signum, 130)
+    finally:
+        for s, h in handlers.items():
+            signal.signal(s, h)
     for r in results:
         if r.status != "ok":
             print(f"\n=== {r.name} {r.status.upper()} ===\n{r.error}", file=sys.stderr)
     print(f"[report] {sum(r.status == 'ok' for r in results)}/{len(results)} notebooks ok in "
           f"{summary['wall_s']:.1f} s; open {Path(args.out) / 'index.html'}")
     return 0 if summary["ok"] else 1
+
+
+def _echo_cell_output() -> None:
+    """papermill's ``log_output`` goes through the ``papermill`` logger: print it, indented."""
+    import logging  # noqa: PLC0415
+
+    logger = logging.getLogger("papermill")
+    if not any(getattr(h, "_dango_report", False) for h in logger.handlers):
+        h = logging.StreamHandler(sys.stderr)
+        h.setFormatter(logging.Formatter("    | %(message)s"))
+        h._dango_report = True
+        logger.addHandler(h)
+    logger.setLevel(logging.INFO)
 
 
 if __name__ == "__main__":

@@ -38,3 +38,37 @@ def test_table_suffix(tmp_path):
     assert pd.read_csv(tmp_path / "t.tsv", sep="\t").equals(df)
     with pytest.raises(ValueError, match="unsupported table suffix"):
         atomic_write_table(df, tmp_path / "t.xlsx")
+
+
+def test_json_is_strict_with_null_for_undefined(tmp_path):
+    import numpy as np
+
+    from dango_nb.fileio import read_json
+
+    obj = {"nan": float("nan"), "inf": np.float32("inf"), "ninf": -np.inf, "list": [np.float64("nan"), 1.5],
+           "array": np.array([1.0, np.nan]), "int": np.int64(3), "path": tmp_path}
+    atomic_write_json(obj, tmp_path / "x.json")
+    text = (tmp_path / "x.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert read_json(tmp_path / "x.json") == {"nan": None, "inf": None, "ninf": None, "list": [None, 1.5],
+                                              "array": [1.0, None], "int": 3, "path": str(tmp_path)}
+    (tmp_path / "bad.json").write_text('{"a": NaN}')
+    with pytest.raises(ValueError, match=r"bad.json: not strict JSON: NaN is not JSON"):
+        read_json(tmp_path / "bad.json")
+
+
+def test_yaml_duplicate_keys_are_refused_with_file_and_line(tmp_path):
+    from dango_nb.errors import ParamsError
+    from dango_nb.fileio import load_yaml, read_yaml
+    from dango_nb.params import load_params
+
+    with pytest.raises(ParamsError, match=r"^f.yaml:4: duplicate key 'epochs' \(first given on line 2\)"):
+        load_yaml("train:\n  epochs: 3\n  lr: 0.1\n  epochs: 5\n", "f.yaml")
+    # merge keys may still override what they merge in
+    assert load_yaml("base: &b {x: 1}\nm: {<<: *b, x: 2}\n")["m"] == {"x": 2}
+    path = tmp_path / "03_loss_schedules.yaml"
+    path.write_text("transition_epoch: 3\ntransition_epoch: 4\n")
+    with pytest.raises(ParamsError, match=rf"^{path}:2: duplicate key 'transition_epoch'"):
+        load_params(path)
+    with pytest.raises(ParamsError, match=rf"^{path}:2: duplicate key"):
+        read_yaml(path)

@@ -128,3 +128,17 @@ def test_evaluation_outputs(tiny_report):
         assert (out / "evaluation" / f).stat().st_size > 5_000, f
     table = runs["evaluation"].summary["numbers"]["evaluation table"]
     assert {"model", "split", "pearson_mean"} <= set(table["columns"]) and len(table["rows"]) >= len(ev.models)
+
+
+def test_every_json_of_the_report_is_strict(tiny_report):
+    out, _, summary = tiny_report
+    assert summary["state"] == "ok"
+
+    def reject(token):
+        raise ValueError(f"{token} is not JSON")
+
+    files = sorted(out.rglob("*.json"))
+    assert {"summary.json", "ceiling.json", "lambdas.json"} <= {p.name for p in files}
+    for path in files:
+        json.loads(path.read_text(), parse_constant=reject)
+    assert not list(out.glob(".*")) and not list(out.glob("*.failed"))  # no build folders or lock left

@@ -127,3 +127,191 @@ def test_table_helper():
     assert t == {"columns": ["a", "b", "c"], "rows": [["x", 0.1235, 3]]}
     assert report.table(pd.DataFrame({"v": [7.3e-06]}))["rows"] == [[7.3e-06]]
     json.dumps(t)
+
+
+LATE_FAIL = """
+from pathlib import Path
+(Path(report_dir) / "partial.tsv").write_text("half of a result")
+raise ValueError("fails in a late cell")
+"""
+SLOW = """
+import time
+from pathlib import Path
+(Path(report_dir) / "started").write_text("yes")
+time.sleep(120)
+"""
+SCHEDULE_LIKE = """
+import time
+from pathlib import Path
+from dango_nb import report
+(Path(report_dir) / time.strftime("PaperTwoStage_%Y%m%d-%H%M%S")).mkdir()
+report.write_summary(report_dir, {{"answer": 2}})
+"""
+SLOW_KERNEL_INFO = """
+import time
+from dango_nb import report
+_kernel = get_ipython().kernel
+_orig = _kernel.kernel_info_request
+async def _slow_kernel_info(*args):
+    await _orig(*args)  # the reply goes out here, then the handler is still busy, as in a loaded kernel
+    time.sleep(2)
+_kernel.shell_handlers["kernel_info_request"] = _slow_kernel_info
+report.write_summary(report_dir, {{"answer": 0}})
+"""
+INTERRUPTED_IN_KERNEL = """
+import sys
+from dango_nb import report
+report.write_summary(report_dir, {{"answer": 0}})
+print("[IPKernelApp] ERROR | KeyboardInterrupt caught in kernel.", file=sys.__stderr__, flush=True)
+"""
+
+
+def _quiet(*a):
+    return None
+
+
+def test_a_failed_run_keeps_the_previous_output_and_says_where_the_attempt_is(tmp_path):
+    out = tmp_path / "reports"
+    ok = make_notebooks(tmp_path / "ok", {})
+    report.run_report(TINY, out, only=["lambda_determination"], nb_dir=ok, log=_quiet)
+    before = {p.relative_to(out): p.read_bytes() for p in (out / "lambda_determination").rglob("*") if p.is_file()}
+    bad = make_notebooks(tmp_path / "bad", {"01_lambda_determination": LATE_FAIL})
+    results, summary = report.run_report(TINY, out, only=["lambda_determination"], nb_dir=bad, log=_quiet)
+    r = results[0]
+    assert r.status == "failed" and summary["state"] == "failed"
+    after = {p.relative_to(out): p.read_bytes() for p in (out / "lambda_determination").rglob("*") if p.is_file()}
+    assert after == before  # the earlier report is untouched
+    failed = out / "lambda_determination.failed"
+    assert (failed / "partial.tsv").is_file() and r.folder == "lambda_determination.failed"
+    assert r.ipynb == "lambda_determination.failed/01_lambda_determination.ipynb" and (out / r.html).is_file()
+    assert f"this attempt is kept in {failed}" in r.error and "previous output in" in r.error
+    assert r.previous == "lambda_determination"
+    assert "lambda_determination/ (kept)" in (out / "index.html").read_text()
+    assert not list(out.glob(".*.run-*")) and not (out / report.LOCK_NAME).exists()
+    # the next success replaces both the old output and the out-of-date failed attempt
+    report.run_report(TINY, out, only=["lambda_determination"], nb_dir=ok, log=_quiet)
+    assert not failed.exists() and (out / "lambda_determination" / "sub" / "figure.png").is_file()
+
+
+def test_unwritable_report_folder_is_a_clear_error(tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    assert report.main(["--params", str(TINY), "--out", str(blocker / "reports"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(blocker / "reports") in err and "Traceback" not in err
+
+
+def test_sequential_runs_replace_per_run_subfolders(tmp_path):
+    nbs = make_notebooks(tmp_path / "nb", {"01_lambda_determination": SCHEDULE_LIKE})
+    out = tmp_path / "reports"
+    for _ in range(2):
+        report.run_report(TINY, out, only=["lambda_determination"], nb_dir=nbs, log=_quiet)
+    assert len(list((out / "lambda_determination").glob("PaperTwoStage_*"))) == 1
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_a_folder_in_use_is_refused_and_a_stale_lock_taken_over(tmp_path, capsys):
+    import subprocess
+
+    nbs = make_notebooks(tmp_path / "nb", {})
+    out = tmp_path / "reports"
+    out.mkdir()
+    lock = out / report.LOCK_NAME
+    holder = subprocess.Popen(["sleep", "60"])
+    try:
+        lock.write_text(json.dumps({"pid": holder.pid, "started": "2026-01-01T00:00:00"}))
+        assert report.main(["--params", str(TINY), "--out", str(out), "--notebooks", str(nbs), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert f"in use by another report run (pid {holder.pid}" in err and "Traceback" not in err
+        assert not (out / "summary.json").exists() and lock.is_file()
+    finally:
+        holder.kill()
+        holder.wait()
+    dead = _dead_pid()
+    lock.write_text(json.dumps({"pid": dead}))
+    lines = []
+    results, _ = report.run_report(TINY, out, only=["lambda_determination"], nb_dir=nbs, log=lines.append)
+    assert results[0].status == "ok"
+    assert any(f"taking over the stale lock {lock} of pid {dead}" in ln for ln in lines)
+    assert not lock.exists()
+
+
+@pytest.mark.parametrize("sig, code", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_interrupted_report_tells_the_truth(tmp_path, sig, code):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "reports"
+    ok = make_notebooks(tmp_path / "ok", {})
+    report.run_report(TINY, out, only=["pretraining", "lambda_determination"], nb_dir=ok, log=_quiet)
+    kept = (out / "pretraining" / "summary.json").read_bytes()
+    nbs = make_notebooks(tmp_path / "nb", {"02_pretraining": SLOW})
+    proc = subprocess.Popen([sys.executable, "-m", "dango_nb.report", "--params", str(TINY), "--out", str(out),
+                             "--notebooks", str(nbs)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 120
+    while not list(out.glob(".pretraining.run-*/started")):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.2)
+    s = json.loads((out / "summary.json").read_text())
+    assert s["state"] == "running" and [r["status"] for r in s["runs"]] == ["ok", "running", "pending", "pending"]
+    assert "RUNNING (pid" in (out / "index.html").read_text()
+    proc.send_signal(getattr(signal, sig))
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == code, stderr
+    assert f"interrupted by {sig}" in stderr and "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
+    s = json.loads((out / "summary.json").read_text())
+    assert s["state"] == "interrupted" and s["ok"] is False
+    assert [r["status"] for r in s["runs"]] == ["ok", "interrupted", "not run", "not run"]
+    assert (out / "pretraining" / "summary.json").read_bytes() == kept  # earlier output kept
+    assert (out / "pretraining.failed" / "started").is_file()
+    index = (out / "index.html").read_text()
+    assert "INTERRUPTED" in index
+    import re
+
+    for href in re.findall(r"(?:href|src)='([^'#]+)'", index):
+        assert (out / href).exists(), href
+    assert not (out / report.LOCK_NAME).exists() and not list(out.glob(".*.run-*"))
+
+
+def test_kernel_shutdown_does_not_interrupt_the_kernel(tmp_path, capfd):
+    nbs = make_notebooks(tmp_path / "nb", {"01_lambda_determination": SLOW_KERNEL_INFO})
+    out = tmp_path / "reports"
+    results, _ = report.run_report(TINY, out, only=["lambda_determination"], nb_dir=nbs, log=_quiet)
+    assert results[0].status == "ok", results[0].error
+    log = (out / "lambda_determination" / report.KERNEL_LOG).read_text()
+    assert "KeyboardInterrupt" not in log and "KeyboardInterrupt" not in capfd.readouterr().err
+
+
+def test_an_interrupt_logged_by_the_kernel_fails_the_run(tmp_path):
+    nbs = make_notebooks(tmp_path / "nb", {"01_lambda_determination": INTERRUPTED_IN_KERNEL})
+    out = tmp_path / "reports"
+    results, summary = report.run_report(TINY, out, only=["lambda_determination"], nb_dir=nbs, log=_quiet)
+    assert results[0].status == "failed" and summary["state"] == "failed"
+    assert "the kernel was interrupted while the notebook ran" in results[0].error
+    assert not (out / "lambda_determination").exists()
+
+
+def test_summaries_are_strict_json_with_null_for_undefined(tmp_path):
+    from dango_nb.fileio import read_json
+
+    nbs = make_notebooks(tmp_path / "nb", {"01_lambda_determination": OK.replace("{n}", "float('nan')")})
+    out = tmp_path / "reports"
+    results, _ = report.run_report(TINY, out, only=["lambda_determination"], nb_dir=nbs, log=_quiet)
+    assert results[0].status == "ok"
+    for path in (out / "summary.json", out / "lambda_determination" / "summary.json"):
+        text = path.read_text()
+        assert "NaN" not in text
+        read_json(path)
+    assert read_json(out / "summary.json")["runs"][0]["summary"]["numbers"]["answer"] is None
+    assert "<h3>answer</h3>n/a" in (out / "index.html").read_text()
