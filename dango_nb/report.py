@@ -57,8 +57,8 @@ from .errors import ParamsError
 from .fileio import atomic_write, atomic_write_json
 from .params import NOTEBOOKS, load_param_dir, run_name
 
-__all__ = ["RunResult", "ReportError", "ReportInterrupted", "DEPENDS_ON", "report_lock", "kernel_interrupts", "notebook_dir", "pick_kernel", "run_notebook", "run_report",
-           "write_summary", "read_summary", "write_index", "main"]
+__all__ = ["DEPENDS_ON", "ReportError", "ReportInterrupted", "RunResult", "kernel_interrupts", "main", "notebook_dir",
+           "pick_kernel", "read_summary", "report_lock", "run_notebook", "run_report", "write_index", "write_summary"]
 
 #: run name -> runs whose outputs it reads
 DEPENDS_ON: dict[str, tuple[str, ...]] = {
@@ -79,7 +79,7 @@ def notebook_dir() -> Path:
 
 def pick_kernel(preferred: str = "dango_nb") -> str:
     """``preferred`` when that kernel spec is installed, else ``python3``."""
-    from jupyter_client.kernelspec import KernelSpecManager  # noqa: PLC0415
+    from jupyter_client.kernelspec import KernelSpecManager
 
     return preferred if preferred in KernelSpecManager().find_kernel_specs() else "python3"
 
@@ -146,7 +146,7 @@ class RunResult:
 
 
 def _error_text(err: BaseException, timeout: int | None = None) -> str:
-    from papermill.exceptions import PapermillExecutionError  # noqa: PLC0415
+    from papermill.exceptions import PapermillExecutionError
 
     if isinstance(err, PapermillExecutionError):
         tb = _ANSI.sub("", "\n".join(err.traceback or []))
@@ -160,8 +160,8 @@ def _error_text(err: BaseException, timeout: int | None = None) -> str:
 
 def export_html(ipynb: Path) -> Path:
     """HTML next to the executed notebook (figures embedded)."""
-    import nbformat  # noqa: PLC0415
-    from nbconvert import HTMLExporter  # noqa: PLC0415
+    import nbformat
+    from nbconvert import HTMLExporter
 
     nb = nbformat.read(ipynb, as_version=4)
     body, _ = HTMLExporter().from_notebook_node(nb)
@@ -189,11 +189,11 @@ def _kernel_manager_class(log_path: Path):
     ``--timeout`` is interrupted by nbclient before), so the interrupt is skipped; a run stopped by
     the user kills the kernel instead.
     """
-    from jupyter_client.manager import AsyncKernelManager  # noqa: PLC0415
+    from jupyter_client.manager import AsyncKernelManager
 
     class ReportKernelManager(AsyncKernelManager):
         async def _async_launch_kernel(self, kernel_cmd, **kw):
-            self._report_log = open(log_path, "ab")  # noqa: SIM115 - the kernel holds it until it exits
+            self._report_log = open(log_path, "ab")
             kw["stderr"] = self._report_log
             _ACTIVE_KERNELS.append(self)
             await super()._async_launch_kernel(kernel_cmd, **kw)
@@ -294,7 +294,7 @@ def run_notebook(stem: str, params_file: Path, out_root: Path, kernel: str,
     find ``lambda_determination/`` beside it); on success it replaces ``<run>/``, on failure
     ``<run>/`` is left as it was and the attempt is kept as ``<run>.failed/``.
     """
-    import papermill as pm  # noqa: PLC0415
+    import papermill as pm
 
     name = run_name(stem)
     nb_dir = nb_dir or notebook_dir()
@@ -316,7 +316,7 @@ def run_notebook(stem: str, params_file: Path, out_root: Path, kernel: str,
                                 log_output=log_output, execution_timeout=timeout,
                                 kernel_manager_class=_kernel_manager_class(log_path),
                                 interrupt_on_timeout=True)
-        except Exception as err:  # noqa: BLE001 - recorded and reported; the other notebooks go on
+        except Exception as err:
             res.status, res.error = "failed", _error_text(err, timeout)
         else:
             res.status = "ok"
@@ -331,7 +331,7 @@ def run_notebook(stem: str, params_file: Path, out_root: Path, kernel: str,
             _rewrite_paths(out_nb, build.resolve(), final.resolve())
         try:
             export_html(out_nb)
-        except Exception as err:  # noqa: BLE001 - the notebook's result stands without its HTML
+        except Exception as err:
             print(f"warning: HTML export of {out_nb} failed: {err}", file=sys.stderr)
     interrupts = kernel_interrupts(log_path)
     if res.status == "ok" and interrupts:
@@ -353,7 +353,7 @@ def run_notebook(stem: str, params_file: Path, out_root: Path, kernel: str,
 
 
 def _describe(res: RunResult, folder: Path, out_root: Path, stem: str) -> None:
-    rel = lambda p: str(p.relative_to(out_root))  # noqa: E731
+    rel = lambda p: str(p.relative_to(out_root))
     res.folder = rel(folder)
     nb, page = folder / f"{stem}.ipynb", folder / f"{stem}.html"
     res.ipynb = rel(nb) if nb.is_file() else None
@@ -762,7 +762,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _echo_cell_output() -> None:
     """papermill's ``log_output`` goes through the ``papermill`` logger: print it, indented."""
-    import logging  # noqa: PLC0415
+    import logging
 
     logger = logging.getLogger("papermill")
     if not any(getattr(h, "_dango_report", False) for h in logger.handlers):

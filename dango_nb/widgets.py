@@ -378,7 +378,7 @@ class ScheduleWidget:
 
     def _ipython_display_(self) -> None:
         """The live widget, then :meth:`snapshot_outputs` (what an exported HTML report shows)."""
-        from IPython.display import display  # noqa: PLC0415
+        from IPython.display import display
 
         display(self._repr_mimebundle_(), raw=True)
         for data, metadata in self.snapshot_outputs():

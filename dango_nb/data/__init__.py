@@ -23,7 +23,7 @@ __all__ = [
 ]
 
 # synthetic.py and study.py import the loaders above.
-from dango_nb.data.synthetic import (  # noqa: E402
+from dango_nb.data.synthetic import (
     PRESETS, BenchmarkFiles, ChannelSpec, Preset, SignalSpec, SyntheticStudy, generate_benchmark,
     simulate, with_preset,
 )

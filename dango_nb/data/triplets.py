@@ -82,8 +82,8 @@ def make_triplets(trigenic_table: pd.DataFrame, node_ids: Sequence[str]) -> tupl
     """Map a trigenic table (``gene1, gene2, gene3, tau`` and optionally ``pvalue``) onto ``node_ids``.
 
     Rows are dropped and counted by reason: ``gene_not_in_graph``, ``repeated_gene``, ``nan_tau``,
-    ``non_finite_tau`` (infinite or beyond float32's range; first applicable reason). Table order is kept. Raises ``DataFormatError`` for missing columns
-    or when nothing is left.
+    ``non_finite_tau`` (infinite or beyond float32's range; first applicable reason). Table order is
+    kept. Raises ``DataFormatError`` for missing columns or when nothing is left.
     """
     for c in (*GENE_COLUMNS, "tau"):
         if c not in trigenic_table.columns:
