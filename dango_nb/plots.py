@@ -516,8 +516,8 @@ def spread_calibration(y_true, prediction, spread, n_bins: int = 10, synthetic: 
     """Absolute error against the ensemble's per-prediction spread: the triplets (seaborn scatter),
     their mean |error| per spread-quantile bin with its standard error, and the mean |error| expected
     if errors were Gaussian with the spread as sd. The bins are
-    :func:`dango_nb.ensemble.spread_calibration_table`'s (one definition for table and figure)."""
-    from .ensemble import spread_calibration_table, spread_error_table
+    :func:`dango_nb.eval.ensemble.spread_calibration_table`'s (one definition for table and figure)."""
+    from .eval.ensemble import spread_calibration_table, spread_error_table
 
     t = spread_error_table(y_true, prediction, spread)
     t = t[np.isfinite(t["spread"]) & np.isfinite(t["abs_error"])]

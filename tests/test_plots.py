@@ -233,7 +233,7 @@ def test_metrics_bars_one_fold_uses_bootstrap_interval_and_marks_undefined():
 
 
 def test_spread_calibration_draws_the_ensemble_table():
-    from dango_nb.ensemble import spread_calibration_table
+    from dango_nb.eval.ensemble import spread_calibration_table
 
     rng = np.random.default_rng(4)
     spread = rng.uniform(0.01, 0.1, 400)

@@ -5,7 +5,7 @@ import pytest
 from scipy import stats
 
 from dango_nb import metrics as M
-from dango_nb.ensemble import spread_calibration_table
+from dango_nb.eval.ensemble import spread_calibration_table
 
 
 @pytest.fixture
