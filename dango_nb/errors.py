@@ -31,12 +31,31 @@ class ParamsError(ValueError):
     """A parameter file or mapping has an unknown key, a missing key or a wrong type."""
 
 
-class TrainingDivergedError(RuntimeError):
-    """The loss became NaN or infinite; the message names the epoch and step."""
+class CheckpointError(ValueError):
+    """A checkpoint or its index is damaged, or names a file outside its folder; ``path`` is the
+    file at fault."""
 
-    def __init__(self, epoch: int, step: int, value: float, checkpoint: str | None = None):
+    def __init__(self, message: str, path: str | os.PathLike | None = None):
+        self.path = None if path is None else os.fspath(path)
+        super().__init__(message if self.path is None else f"{self.path}: {message}")
+
+
+class CheckpointWarning(UserWarning):
+    """A checkpoint could not be verified, or a damaged one was replaced by an older intact one."""
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or infinite, or grew by orders of magnitude; the message names the epoch,
+    the step, the value and, for growth, the reference it is compared with."""
+
+    def __init__(self, epoch: int, step: int, value: float, checkpoint: str | None = None, what: str = "loss",
+                 reference: float | None = None, factor: float | None = None):
         self.epoch, self.step, self.value, self.checkpoint = epoch, step, value, checkpoint
-        msg = f"loss is {value} at epoch {epoch}, step {step}"
+        self.what, self.reference, self.factor = what, reference, factor
+        msg = f"{what} is {value:.6g} at epoch {epoch}, step {step}"
+        if reference is not None:
+            msg += (f", more than {factor:g} x its value at the first step of the run ({reference:.6g}); "
+                    f"lower lr, set grad_clip, or set divergence_factor: null to turn this check off")
         if checkpoint:
             msg += f"; last good checkpoint kept at {checkpoint}"
         super().__init__(msg)

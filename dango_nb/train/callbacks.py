@@ -98,7 +98,8 @@ class ModelCheckpoint(Callback):
 
     def on_epoch_end(self, loop, epoch, row):
         es = self.early_stopping
-        state = {"epoch": loop.epoch, "rows": [dict(r) for r in loop.rows], **es.state_dict()}
+        state = {"epoch": loop.epoch, "rows": [dict(r) for r in loop.rows], **es.state_dict(),
+                 "loss_reference": dict(loop.loss_reference)}
         last = {"optimizer": loop.optimizer.state_dict(), "rng": rng_state(loop.generator),
                 "state": state, "best_state": es.best_state}
         self.manager.save(self.manager.payload(loop.model, loop.scaler, loop.cell_graph), epoch,

@@ -33,7 +33,7 @@ METRIC_COLUMNS = ("val_pearson", "val_spearman", "val_mse", "train_pearson", "tr
                   "train_mse", "loss_total", "loss_rec", "loss_int")
 #: Config keys a resumed run may change (they do not change the numbers of the epochs already run).
 RESUMABLE_KEYS = frozenset({"epochs", "progress", "checkpoint_dir", "device", "early_stopping_patience",
-                            "keep_top_k"})
+                            "keep_top_k", "divergence_factor"})
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
@@ -54,6 +54,10 @@ class TrainConfig:
         schedule, transition_epoch: loss schedule by registered name (:mod:`dango_nb.schedules`).
         interaction_loss: ``"logcosh"`` or ``"mse"``.
         grad_clip: max global gradient norm, ``None`` for no clipping.
+        divergence_factor: stop with :class:`~dango_nb.errors.TrainingDivergedError` when a step's
+            raw reconstruction or interaction loss exceeds this many times its value at the first
+            step of the run that computed it (values below 1e-3 count as 1e-3); ``None`` turns
+            the check off (a NaN or infinite loss always stops the run).
         early_stopping_patience: stop after this many eligible epochs without improvement of
             ``early_stopping_metric`` (``None`` = never stop early).
         early_stopping_metric: a history column; also ranks the top-k checkpoints and ``best_epoch``.
@@ -75,6 +79,7 @@ class TrainConfig:
     transition_epoch: int = 10
     interaction_loss: str = "logcosh"
     grad_clip: float | None = 1.0
+    divergence_factor: float | None = 1000.0
     early_stopping_patience: int | None = None
     early_stopping_metric: str = "val_pearson"
     device: str = "auto"
@@ -106,11 +111,11 @@ class TrainConfig:
                 raise bad(name, f"a finite number {rel} {minimum}" + (" or None" if allow_none else ""))
             setattr(self, name, float(v))
 
-        integer("epochs", 0)
+        integer("epochs", 1)
         integer("batch_size", 1)
         if self.optimizer not in ("adam", "adamw"):
             raise bad("optimizer", "'adam' or 'adamw'")
-        number("lr", 0.0, strict=False)
+        number("lr", 0.0, strict=True)
         number("weight_decay", 0.0, strict=False)
         if not isinstance(self.schedule, str) or self.schedule not in SCHEDULES:
             raise bad("schedule", "one of " + ", ".join(sorted(SCHEDULES)))
@@ -118,6 +123,7 @@ class TrainConfig:
         if self.interaction_loss not in ("logcosh", "mse"):
             raise bad("interaction_loss", "'logcosh' or 'mse'")
         number("grad_clip", 0.0, strict=True, allow_none=True)
+        number("divergence_factor", 1.0, strict=True, allow_none=True)
         integer("early_stopping_patience", 1, allow_none=True)
         if self.early_stopping_metric not in METRIC_COLUMNS:
             raise bad("early_stopping_metric", "one of " + ", ".join(METRIC_COLUMNS))
@@ -141,6 +147,13 @@ class TrainConfig:
                 Dango.check_hyperparameters(self.model)
             except ValueError as err:
                 raise ValueError(f"TrainConfig.model.{err}") from None
+
+    def interaction_epochs(self, schedule=None) -> list[int]:
+        """The epochs in which ``schedule`` (default: the configured one) gives the interaction
+        loss a weight above 0 (torch-free; :func:`~dango_nb.train.fit` refuses a run with none)."""
+        if schedule is None:
+            schedule = SCHEDULES[self.schedule](self.transition_epoch)
+        return [e for e in range(self.epochs) if schedule.weights(e)[1] > 0]
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -54,12 +54,13 @@ from dango_nb.train.checkpoint import CheckpointManager, fingerprint, set_rng_st
 from dango_nb.train.config import HISTORY_COLUMNS, TrainConfig
 from dango_nb.train.device import deterministic_kernels, resolve_device
 from dango_nb.train.scaler import TargetScaler
-from dango_nb.train.sources import BatchSource
+from dango_nb.train.sources import BatchSource, check_edge_weights, check_triplets
 
 __all__ = ["FitResult", "TrainingLoop", "regression_metrics"]
 
 log = logging.getLogger(__name__)
 VAL_BATCH_SIZE = 4096
+DIVERGENCE_FLOOR = 1e-3  # references below this count as this (a run starting near zero loss)
 
 
 @dataclass
@@ -139,6 +140,13 @@ class TrainingLoop:
         if not isinstance(config, TrainConfig):
             raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
         self.config, self.source, self.cell_graph = config, source, cell_graph
+        if source.trains_interaction and not config.interaction_epochs(schedule):
+            raise ValueError(
+                f"TrainConfig.transition_epoch: schedule {schedule.name!r} with transition_epoch="
+                f"{config.transition_epoch} gives the interaction loss weight 0 in all {config.epochs} epochs, "
+                f"so the interaction head would never be trained and best_epoch would be an untrained model; "
+                f"set epochs > transition_epoch, or train reconstruction only with dango_nb.train.pretrain")
+        check_edge_weights(cell_graph)
         self.device = resolve_device(config.device)
         log.info("dango_nb.train: %s on %s", source.name, self.device)
         metric = config.early_stopping_metric
@@ -147,6 +155,8 @@ class TrainingLoop:
             raise ValueError(f"TrainConfig.early_stopping_patience is set but there is no validation set "
                              f"for early_stopping_metric={metric!r}")
         self.val = val if has_val else None
+        if self.val is not None:
+            check_triplets(self.val, int(cell_graph["gene"].num_nodes), "validation")
 
         self.generator = seed_everything(config.seed)
         edge_types = list(cell_graph.edge_types) if model is None else list(model.edge_types)
@@ -174,6 +184,7 @@ class TrainingLoop:
                               None if self.val is None else self.val.indices,
                               None if self.val is None else self.val.targets)
         self.epoch = 0  # epochs completed
+        self.loss_reference: dict[str, float] = {}  # first finite raw loss per component (divergence check)
         self.rows: list[dict[str, float]] = []
         self.early_stopping = EarlyStopping(metric, config.early_stopping_patience)
         self.callbacks: list[Callback] = [self.early_stopping]
@@ -199,6 +210,7 @@ class TrainingLoop:
         self.epoch, self.rows = int(state["epoch"]), [dict(r) for r in state["rows"]]
         self.early_stopping.load_state_dict(state)
         self.early_stopping.best_state = ckpt.get("best_state")
+        self.loss_reference = {k: float(v) for k, v in state.get("loss_reference", {}).items()}
         set_rng_state(ckpt["rng"], self.generator)
         log.info("resumed from %s after epoch %d", manager.dir / "last.pt", self.epoch - 1)
 
@@ -206,13 +218,27 @@ class TrainingLoop:
         """Whether an epoch competes for "best" (it trained the interaction loss)."""
         return self.source.trains_interaction and row["w_int"] > 0
 
-    def _diverged(self, epoch: int, step: int, value: float, what: str = "loss") -> TrainingDivergedError:
+    def _diverged(self, epoch: int, step: int, value: float, what: str = "loss", reference: float | None = None
+                  ) -> TrainingDivergedError:
         last = self.ckpt_dir / "last.pt" if self.ckpt_dir is not None else None
         kept = str(last) if last is not None and last.is_file() else None
-        err = TrainingDivergedError(epoch, step, value, kept)
-        if what != "loss":
-            err.args = (str(err).replace("loss is", f"{what} is", 1),)
-        return err
+        return TrainingDivergedError(epoch, step, value, kept, what=what, reference=reference,
+                                     factor=self.config.divergence_factor if reference is not None else None)
+
+    def check_divergence(self, lo, epoch: int, step: int) -> None:
+        """Stop on a non-finite total loss, or on a raw component above ``divergence_factor`` x
+        its first value in the run (that first value, floored at 1e-3, is the reference; it is
+        kept in the checkpoint so a resumed run checks against the same one)."""
+        total, rec, inter = torch.stack([lo.total.detach(), lo.rec.detach(), lo.int.detach()]).tolist()  # one sync
+        if not math.isfinite(total):
+            raise self._diverged(epoch, step, total)
+        factor = self.config.divergence_factor
+        for name, value in (("loss_rec", rec), ("loss_int", inter)):
+            if not math.isfinite(value):  # not computed in this step
+                continue
+            ref = self.loss_reference.setdefault(name, value)
+            if factor is not None and value > factor * max(ref, DIVERGENCE_FLOOR):
+                raise self._diverged(epoch, step, value, name, reference=ref)
 
     def step(self, batch, epoch: int, step: int, w_rec: float):
         """One optimisation step; returns the step's :class:`~dango_nb.losses.LossOutput` and
@@ -222,9 +248,7 @@ class TrainingLoop:
             rows = idx.new_empty(0)  # reconstruction not needed: gather no target rows
         out = self.model(self.graph, idx, recon_rows=rows, local=True)  # cost scales with the batch
         lo = self.loss_fn(out, z, epoch)
-        loss_value = float(lo.total.detach())
-        if not math.isfinite(loss_value):
-            raise self._diverged(epoch, step, loss_value)
+        self.check_divergence(lo, epoch, step)
         self.optimizer.zero_grad(set_to_none=True)
         lo.total.backward()
         if self.config.grad_clip is not None:

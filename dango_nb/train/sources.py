@@ -16,7 +16,38 @@ from torch import Tensor
 
 from dango_nb.train.scaler import TargetScaler
 
-__all__ = ["Batch", "BatchSource", "TripletEpochs", "FixedBatch", "GeneEpochs"]
+__all__ = ["Batch", "BatchSource", "TripletEpochs", "FixedBatch", "GeneEpochs", "check_edge_weights",
+           "check_triplets"]
+
+
+def check_triplets(triplets, n_genes: int, what: str) -> None:
+    """Refuse gene indices outside ``0 .. n_genes - 1`` (a negative index would silently pick a
+    gene from the end) and infinite targets (NaN marks a missing target and is masked)."""
+    idx = triplets.indices
+    bad = (idx < 0) | (idx >= n_genes)
+    if bool(bad.any()):
+        row = int(bad.any(dim=1).nonzero()[0, 0])
+        raise ValueError(f"{what} triplets: row {row} has gene indices {idx[row].tolist()}, expected "
+                         f"0 .. {n_genes - 1} (the cell graph has {n_genes} genes)")
+    inf = torch.isinf(triplets.targets)
+    if bool(inf.any()):
+        row = int(inf.nonzero()[0, 0])
+        raise ValueError(f"{what} triplets: row {row} has target {float(triplets.targets[row])}, expected a "
+                         f"finite tau (NaN for a missing one); {int(inf.sum())} infinite targets in all")
+
+
+def check_edge_weights(cell_graph) -> None:
+    """Refuse edge weights outside (0, 1] (the cell graph contract: scaled STRING scores) or
+    not finite, naming the channel."""
+    for et in cell_graph.edge_types:
+        w = getattr(cell_graph[et], "edge_weight", None)
+        if w is None:
+            continue
+        bad = ~((w > 0) & (w <= 1))  # NaN fails both comparisons
+        if bool(bad.any()):
+            i = int(bad.nonzero()[0, 0])
+            raise ValueError(f"cell graph channel {et[1]!r}: {int(bad.sum())} edge weights outside (0, 1], "
+                             f"e.g. {float(w[i])} at edge {i}; edge weights are STRING scores scaled to (0, 1]")
 
 
 class Batch(NamedTuple):
@@ -56,6 +87,7 @@ class _Triplets(BatchSource):
         self.triplets = triplets
 
     def bind(self, device, batch_size, n_genes):
+        check_triplets(self.triplets, n_genes, "training")
         self.device, self.batch_size = device, batch_size
         scaler = TargetScaler.fit(self.triplets.targets)  # training split only
         self.idx = self.triplets.indices.to(device, torch.long)

@@ -118,7 +118,7 @@ def test_models_never_see_test_data(study, monkeypatch, lambdas, registered):
 
     monkeypatch.setattr(training, "fit", fit_spy)
     registered("spy", spy)
-    E.run_evaluation(study, models=["spy", "dango"], n_folds=5, folds=[0], config=tiny_config(epochs=1),
+    E.run_evaluation(study, models=["spy", "dango"], n_folds=5, folds=[0], config=tiny_config(epochs=1, transition_epoch=0),
                      lambdas=lambdas, n_boot=0, out_dir=None, progress=False)
     assert len(seen) == 3 and len(fits) == 3
     key = lambda a: {tuple(sorted(t)) for t in a.tolist()}

@@ -225,10 +225,10 @@ def test_reconstruction_skipped_when_its_weight_is_zero(study, split, monkeypatc
 # ------------------------------------------------------------------------------ scaler and NaNs
 def test_scaler_fitted_on_train_only(study, split):
     train, val = split
-    a = fit(study.cell_graph, train, val, cfg(epochs=1), LAMBDAS)
+    a = fit(study.cell_graph, train, val, cfg(epochs=1, transition_epoch=0), LAMBDAS)
     shifted = val.subset(slice(None))
     shifted.targets = val.targets + 100.0
-    b = fit(study.cell_graph, train, shifted, cfg(epochs=1), LAMBDAS)
+    b = fit(study.cell_graph, train, shifted, cfg(epochs=1, transition_epoch=0), LAMBDAS)
     y = train.targets.double()
     assert a.scaler == b.scaler
     assert a.scaler.mean == pytest.approx(float(y.mean())) and a.scaler.std == pytest.approx(float(y.std(unbiased=False)))
@@ -256,9 +256,10 @@ def test_nan_targets_are_masked(study, split):
 
 def test_early_stopping_stops(study, split):
     train, val = split
-    # lr = 0: the validation metric never improves after the first eligible epoch
+    # lr = 1e-30: Adam steps far below float32 resolution, so the parameters and the validation
+    # metric never change after the first eligible epoch
     res = fit(study.cell_graph, train, val,
-              cfg(epochs=10, lr=0.0, schedule="InteractionOnly", early_stopping_patience=2), LAMBDAS)
+              cfg(epochs=10, lr=1e-30, schedule="InteractionOnly", early_stopping_patience=2), LAMBDAS)
     assert res.stopped_early and len(res.history) == 3 and res.best_epoch == 0
     with pytest.raises(ValueError, match="validation"):
         fit(study.cell_graph, train, None, cfg(early_stopping_patience=2), LAMBDAS)
