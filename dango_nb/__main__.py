@@ -1,50 +1,172 @@
-"""Command line: ``python -m dango_nb <command> ...`` (also installed as ``dango-nb``).
+"""Command line: ``dango-nb <command> ...`` (also ``python -m dango_nb``).
 
 Commands are argparse subcommands registered in :data:`COMMANDS`; a module adds one with
 ``COMMANDS["name"] = (add_arguments, run, help)`` (``add_arguments(parser)``, ``run(args) -> int``).
 
 - ``predict``: score triplets with one or more checkpoints (an ensemble when several).
 - ``evaluate``: run :func:`dango_nb.eval.run_evaluation` on an embedded preset or real files.
+
+Bad input exits with status 2 and one line ``dango-nb <command>: error: <message>`` on stderr, as
+argparse does: option values are checked by argparse types (command-line only options) or by the
+library's option classes (:class:`~dango_nb.train.TrainConfig`,
+:class:`~dango_nb.eval.EvaluationOptions`) before any work; :func:`main` turns the package's
+input errors (:data:`INPUT_ERRORS`) raised later into the same line.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
+import shlex
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Callable
 
+from dango_nb.errors import CheckpointError, DataFormatError, ParamsError, SourceMismatchError, UnknownGenesError
+
 warnings.filterwarnings("ignore", category=DeprecationWarning, module="torch_geometric")
+
+PROG = "dango-nb"
+
+
+class UsageError(ValueError):
+    """Command-line options that cannot work together; the message names the options."""
+
+
+#: Exceptions that mean bad input rather than a bug: reported as one line, exit status 2.
+INPUT_ERRORS = (CheckpointError, DataFormatError, ParamsError, SourceMismatchError, UnknownGenesError, UsageError)
+
+
+# ------------------------------------------------------------------------------ argparse types
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def existing_file(text: str) -> Path:
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{text}: no such file" if not path.exists() else f"{text}: not a file")
+    return path
+
+
+def existing_path(text: str) -> Path:
+    """A file or a folder that exists."""
+    path = Path(text)
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"{text}: no such file or directory")
+    return path
+
+
+def json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({err}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object such as '{{\"lr\": 0.002}}', got {text!r}")
+    return value
+
+
+def _check_writable(path: Path, folder: bool) -> Path:
+    """``path`` (an output file, or a folder when ``folder``) can be created or replaced: its nearest
+    existing ancestor takes a new file. Checked by writing, so read-only mounts count too."""
+    if path.exists() and path.is_dir() != folder:
+        raise argparse.ArgumentTypeError(f"{path}: exists and is {'a file' if folder else 'a directory'}")
+    parent = path if folder else path.parent
+    parent = parent if str(parent) else Path(".")
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise argparse.ArgumentTypeError(f"{path}: {parent} is not a directory")
+    try:
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as err:
+        raise argparse.ArgumentTypeError(f"{path}: cannot write in {parent} ({err.strerror.lower()})") from None
+    return path
+
+
+def output_table(text: str) -> Path:
+    from dango_nb.fileio import check_table_suffix
+
+    try:
+        path = check_table_suffix(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return _check_writable(path, folder=False)
+
+
+def output_folder(text: str) -> Path:
+    return _check_writable(Path(text), folder=True)
 
 
 # ----------------------------------------------------------------------------------- data source
-def _add_source_arguments(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("data source (the cell graph; for `predict` default: what the checkpoint recorded)")
-    g.add_argument("--preset", choices=("tiny", "small", "kuzmin"), help="embedded synthetic benchmark preset")
-    g.add_argument("--data-seed", type=int, default=None, help="seed of the synthetic benchmark (default 0)")
-    g.add_argument("--data-dir", default=None, help="where the benchmark lives / is generated")
-    g.add_argument("--string", default=None, help="STRING protein.links.detailed file or DANGO release folder")
-    g.add_argument("--kuzmin", default=None, help="Kuzmin et al. 2018 Data S1 table (evaluate only)")
+def _add_source_arguments(p: argparse.ArgumentParser, command: str) -> None:
+    g = p.add_argument_group("data source (the cell graph" + (", and the triplets for evaluate)" if command ==
+                                                              "evaluate" else "; the one the model was trained on)"))
+    which = g.add_mutually_exclusive_group()
+    which.add_argument("--preset", choices=("tiny", "small", "kuzmin"), help="embedded synthetic benchmark preset")
+    which.add_argument("--string", type=existing_path, default=None,
+                       help="STRING protein.links.detailed file or DANGO release folder")
+    g.add_argument("--data-seed", type=int_at_least(0), default=None,
+                   help="with --preset: seed of the synthetic benchmark (default 0)")
+    g.add_argument("--data-dir", default=None, help="with --preset: where the benchmark lives / is generated")
+    g.add_argument("--kuzmin", type=existing_file, default=None,
+                   help="with --string: Kuzmin et al. 2018 Data S1 table (the screened genes absent from STRING "
+                        "are part of the cell graph)")
 
 
-def _source_from_args(args, recorded: dict | None = None) -> dict:
-    """The data source as a dict: command-line options first, else what a checkpoint recorded."""
-    if args.string or args.preset:
-        if args.string and args.preset:
-            raise SystemExit("error: give --preset or --string, not both")
-        if args.string:
-            return {"string": args.string, "kuzmin": getattr(args, "kuzmin", None)}
+def _source_from_args(args) -> dict | None:
+    """The data source the command line names, or ``None`` when it names none."""
+    if args.preset is None and (args.data_seed is not None or args.data_dir is not None):
+        raise UsageError("--data-seed and --data-dir go with --preset")
+    if args.string is None and args.kuzmin is not None:
+        raise UsageError("--kuzmin goes with --string")
+    if args.string is not None:
+        return {"string": str(args.string), "kuzmin": None if args.kuzmin is None else str(args.kuzmin)}
+    if args.preset is not None:
         return {"preset": args.preset, "seed": 0 if args.data_seed is None else args.data_seed,
                 "data_dir": args.data_dir}
-    if recorded:
-        src = dict(recorded)
-        if args.data_dir is not None:
-            src["data_dir"] = args.data_dir
-        return src
-    raise SystemExit("error: no data source: give --preset (synthetic benchmark) or --string FILE "
-                     "(the checkpoint does not record where its cell graph came from)")
+    return None
+
+
+def source_options(recorded: dict | None) -> str | None:
+    """The command-line options that name a recorded data source (shell-quoted), or ``None``."""
+    if not isinstance(recorded, dict):
+        return None
+    if isinstance(recorded.get("preset"), str):
+        seed = recorded.get("seed", 0)
+        return f"--preset {shlex.quote(recorded['preset'])} --data-seed {shlex.quote(str(seed))} [--data-dir DIR]"
+    if isinstance(recorded.get("string"), str):
+        opts = f"--string {shlex.quote(recorded['string'])}"
+        if isinstance(recorded.get("kuzmin"), str):
+            opts += f" --kuzmin {shlex.quote(recorded['kuzmin'])}"
+        return opts
+    return None
 
 
 def _load_source(src: dict, genes: list[str] | None = None):
@@ -79,38 +201,72 @@ def _load_source(src: dict, genes: list[str] | None = None):
 
 
 def _recorded(path) -> tuple[dict | None, list[str] | None]:
-    """The data source and gene names a checkpoint recorded (``source``, ``genes`` entries)."""
-    import torch
+    """The data source and gene names a checkpoint recorded (``source``, ``genes`` entries); the file
+    is verified like every checkpoint read (:func:`dango_nb.train.checkpoint.load_intact`)."""
+    from dango_nb.train.checkpoint import load_intact
 
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # load_checkpoint reports unreadable files properly later
-        return None, None
-    if not isinstance(ckpt, dict):
-        return None, None
+    ckpt, _ = load_intact([path])
     src, genes = ckpt.get("source"), ckpt.get("genes")
     return (dict(src) if isinstance(src, dict) else None), (list(genes) if genes is not None else None)
 
 
 # --------------------------------------------------------------------------------------- predict
 def _add_predict(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", "--checkpoints", dest="checkpoints", nargs="+", required=True,
+    p.add_argument("--checkpoint", "--checkpoints", dest="checkpoints", nargs="+", required=True, type=existing_path,
                    help="checkpoint file(s) or run directories (their top-k checkpoints); several = ensemble")
     what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--genes", help="file with one gene name per line: score all C(n,3) triplets among them")
-    what.add_argument("--triplets", help="table of triplets to score (gene1 gene2 gene3 per line, TSV/CSV/Parquet)")
-    p.add_argument("--out", required=True, help="output table, .parquet or .tsv (written atomically)")
-    p.add_argument("--threshold", type=float, default=None,
+    what.add_argument("--genes", type=existing_file,
+                      help="file with one gene name per line: score all C(n,3) triplets among them")
+    what.add_argument("--triplets", type=existing_file,
+                      help="table of triplets to score (gene1 gene2 gene3 per line, TSV/CSV/Parquet)")
+    p.add_argument("--out", required=True, type=output_table,
+                   help="output table, .parquet, .tsv or .csv (written atomically)")
+    p.add_argument("--threshold", type=finite_float, default=None,
                    help="keep predictions <= THRESHOLD (e.g. -0.05 for strong negative); "
                         "default: keep all for --triplets, -0.05 for --genes")
     p.add_argument("--keep", choices=("below", "above"), default="below",
                    help="which side of the threshold to keep (default below)")
     p.add_argument("--all", action="store_true", help="with --genes: keep every triplet (no threshold)")
-    p.add_argument("--top-k", type=int, default=None, help="checkpoints per run directory (default: all kept)")
-    p.add_argument("--chunk-size", type=int, default=200_000, help="triplets scored per chunk (memory bound)")
-    p.add_argument("--batch-size", type=int, default=4096, help="triplets per model forward pass")
+    p.add_argument("--top-k", type=int_at_least(1), default=None,
+                   help="checkpoints per run directory, best first (default: all kept)")
+    p.add_argument("--chunk-size", type=int_at_least(1), default=200_000,
+                   help="triplets scored per chunk (memory bound)")
+    p.add_argument("--batch-size", type=int_at_least(1), default=4096, help="triplets per model forward pass")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    _add_source_arguments(p)
+    _add_source_arguments(p, "predict")
+
+
+def _predict_source(args, files: list[Path]) -> tuple[dict, list[tuple[Path, dict | None, list | None]]]:
+    """The source the command line names and what each checkpoint recorded.
+
+    A checkpoint's record is never followed by itself: it could name any folder or file (a
+    checkpoint may come from someone else), so without ``--preset``/``--string`` the command stops
+    and shows the options that name the recorded source.
+    """
+    records = [(f, *_recorded(f)) for f in files]
+    src = _source_from_args(args)
+    if src is None:
+        named = source_options(records[0][1])
+        if named is None:
+            raise UsageError("no data source: give --preset (synthetic benchmark) or --string FILE "
+                             "(the checkpoint does not record where its cell graph came from)")
+        raise UsageError(f"no data source given; {records[0][0]} records it was trained on {named}: pass these "
+                         "options to use that source (predict reads or generates data only where the command "
+                         "line says)")
+    return src, records
+
+
+def _check_genes(cell_graph, records) -> None:
+    """Every checkpoint's recorded gene names, in order, are the cell graph's."""
+    node_ids = [str(g) for g in cell_graph["gene"].node_ids]
+    for path, recorded, genes in records:
+        if genes is not None and [str(g) for g in genes] != node_ids:
+            diff = sorted(set(map(str, genes)) ^ set(node_ids))[:5]
+            hint = source_options(recorded)
+            raise SourceMismatchError(
+                f"{path}: the checkpoint was trained on {len(genes)} genes, the data source gives "
+                f"{len(node_ids)} genes in another order or set (e.g. {diff}); give the data the model was "
+                "trained on" + (f" (the checkpoint records {hint})" if hint else ""))
 
 
 def _run_predict(args) -> int:
@@ -120,14 +276,9 @@ def _run_predict(args) -> int:
     from dango_nb.eval.ensemble import EnsembleScorer, checkpoint_files
 
     files = checkpoint_files(args.checkpoints, args.top_k)
-    recorded, genes = _recorded(files[0])
-    cell_graph, _ = _load_source(_source_from_args(args, recorded))
-    if genes is not None and list(cell_graph["gene"].node_ids) != genes:
-        node_ids = list(cell_graph["gene"].node_ids)
-        diff = sorted(set(genes) ^ set(node_ids))[:5]
-        raise SystemExit(f"error: {files[0]}: the checkpoint was trained on {len(genes)} genes, the data "
-                         f"source gives {len(node_ids)} genes in another order or set (e.g. {diff}); "
-                         "give the data the model was trained on")
+    src, records = _predict_source(args, files)
+    cell_graph, _ = _load_source(src)
+    _check_genes(cell_graph, records)
     scorer = EnsembleScorer.from_checkpoints(files, cell_graph, batch_size=args.batch_size)
     progress = not args.no_progress
     if args.triplets:
@@ -158,8 +309,9 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
     from dango_nb.eval.options import EvaluationOptions
     from dango_nb.eval.registry import model_names
 
+    # Values are validated by EvaluationOptions / TrainConfig (one definition each), not here.
     d = EvaluationOptions()
-    _add_source_arguments(p)
+    _add_source_arguments(p, "evaluate")
     p.add_argument("--splits", nargs="+", default=d.splits)
     p.add_argument("--models", nargs="+", default=d.models, metavar="MODEL",
                    help=f"registered model names (default: {' '.join(d.models)}); known: {', '.join(model_names())}")
@@ -167,15 +319,16 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--folds", type=int, nargs="+", default=d.folds, help="which folds to run (default all)")
     p.add_argument("--epochs", type=int, default=None, help="TrainConfig.epochs")
     p.add_argument("--transition-epoch", type=int, default=None, help="TrainConfig.transition_epoch")
-    p.add_argument("--train", default=None, help="JSON object of further TrainConfig fields, e.g. '{\"lr\": 0.002}'")
-    p.add_argument("--lambdas", default=None,
+    p.add_argument("--train", type=json_object, default=None,
+                   help="JSON object of further TrainConfig fields, e.g. '{\"lr\": 0.002}'")
+    p.add_argument("--lambdas", type=existing_file, default=None,
                    help="lambdas JSON file (from the lambda notebook); default: determined from the study's "
                         "STRING v9.1 and v11.0 releases when both are known (the synthetic benchmark)")
     p.add_argument("--ensemble-seeds", type=int, default=d.ensemble_seeds)
     p.add_argument("--ensemble-top-k", type=int, default=d.ensemble_top_k)
     p.add_argument("--n-boot", type=int, default=d.n_boot)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="reports/evaluation", help="output folder")
+    p.add_argument("--seed", type=int_at_least(0), default=0)
+    p.add_argument("--out", type=output_folder, default="reports/evaluation", help="output folder")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -187,34 +340,44 @@ def lambdas_for_study(study) -> dict[str, float]:
     try:
         later = study.read_release("11.0")
     except KeyError as err:
-        raise SystemExit(f"error: {err.args[0]}; give --lambdas FILE") from None
+        raise UsageError(f"{err.args[0]}; give --lambdas FILE") from None
     return determine_lambdas(study.read_release(study.networks.version), later).lambdas
 
 
-def _run_evaluate(args) -> int:
-    from dango_nb import eval as evaluation
+def _train_config(args):
+    """TrainConfig from ``--train`` and ``--epochs``/``--transition-epoch``, validated as a params file's
+    ``train:`` mapping is (unknown keys and wrong types are ParamsErrors naming the key)."""
+    from dango_nb.params import params_from_mapping
     from dango_nb.train import TrainConfig
 
-    src = _source_from_args(args)
-    _, study = _load_source(src)
-    if study is None:
-        raise SystemExit("error: evaluate needs triplets: give --preset, or --string together with --kuzmin")
-    fields = json.loads(args.train) if args.train else {}
+    fields = dict(args.train or {})
     if args.epochs is not None:
         fields["epochs"] = args.epochs
     if args.transition_epoch is not None:
         fields["transition_epoch"] = args.transition_epoch
     fields.setdefault("progress", False)
-    config = TrainConfig(**fields)
+    return params_from_mapping(fields, TrainConfig, source="--train/--epochs/--transition-epoch")
+
+
+def _run_evaluate(args) -> int:
+    from dango_nb import eval as evaluation
+
+    # everything that can be checked without data first: a bad option fails in a second, not after loading
+    config = _train_config(args)
+    options = evaluation.EvaluationOptions(splits=args.splits, models=args.models, n_folds=args.n_folds,
+                                           folds=args.folds, ensemble_seeds=args.ensemble_seeds,
+                                           ensemble_top_k=args.ensemble_top_k, n_boot=args.n_boot)
+    src = _source_from_args(args)
+    if src is None or ("string" in src and src["kuzmin"] is None):
+        raise UsageError("evaluate needs triplets: give --preset, or --string together with --kuzmin")
+    lambdas = None
     if args.lambdas:
         from dango_nb.params import load_lambdas
 
         lambdas = load_lambdas(args.lambdas)
-    else:
+    _, study = _load_source(src)
+    if lambdas is None:
         lambdas = lambdas_for_study(study)
-    options = evaluation.EvaluationOptions(splits=args.splits, models=args.models, n_folds=args.n_folds,
-                                           folds=args.folds, ensemble_seeds=args.ensemble_seeds,
-                                           ensemble_top_k=args.ensemble_top_k, n_boot=args.n_boot)
     result = evaluation.run_evaluation(study, options, config=config, lambdas=lambdas, seed=args.seed,
                                        out_dir=args.out, progress=not args.no_progress)
     import pandas as pd
@@ -234,7 +397,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[a
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m dango_nb", description="dango_nb command line")
+    parser = argparse.ArgumentParser(prog=PROG, description="dango_nb command line")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (add, run, help_) in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_)
@@ -243,14 +406,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _named_paths(args) -> list[Path]:
+    """Paths the command line names (so a missing or unwritable one is the user's input, not a bug)."""
+    out = []
+    for value in vars(args).values():
+        for v in value if isinstance(value, list) else [value]:
+            if isinstance(v, Path):
+                out.append(v)
+    return out
+
+
+def _input_error_message(err: BaseException, args) -> str | None:
+    """One-line message for bad input, ``None`` for anything else (a bug: keep its traceback)."""
+    if isinstance(err, INPUT_ERRORS):
+        return str(err)
+    if isinstance(err, (FileNotFoundError, PermissionError)):
+        if err.filename is None:  # raised by the package with its own message
+            return str(err)
+        failed = Path(os.fspath(err.filename)).absolute()
+        for named in _named_paths(args):
+            named = named.absolute()
+            if failed == named or named in failed.parents:
+                return f"{err.filename}: {err.strerror.lower() if err.strerror else err}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run a command; returns the exit status (2 for bad input, with one line on stderr)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:  # argparse has printed usage and the error (or --help)
+        return 0 if exit_.code is None else exit_.code if isinstance(exit_.code, int) else 2
     try:
         return int(args._run(args) or 0)
-    except (KeyError, ValueError, FileNotFoundError) as err:
-        # Bad input (unknown genes, malformed files): one clear line, no traceback.
-        msg = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
-        print(f"error: {msg}", file=sys.stderr)
+    except Exception as err:
+        msg = _input_error_message(err, args)
+        if msg is None:
+            raise
+        print(f"{PROG} {args.command}: error: {msg}", file=sys.stderr)
         return 2
 
 

@@ -31,6 +31,18 @@ class ParamsError(ValueError):
     """A parameter file or mapping has an unknown key, a missing key or a wrong type."""
 
 
+class SourceMismatchError(ValueError):
+    """Data that do not fit a trained model: another gene count, gene set or gene order than the
+    checkpoint was trained on (a model scores gene ids, so such data would give wrong predictions)."""
+
+
+class UnknownGenesError(KeyError):
+    """Gene names that are not in a model's vocabulary; ``str(err)`` is the message (no quotes)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 class CheckpointError(ValueError):
     """A checkpoint or its index is damaged, or names a file outside its folder; ``path`` is the
     file at fault."""

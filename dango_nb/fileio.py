@@ -159,16 +159,26 @@ def atomic_save_torch(obj: Any, path: str | os.PathLike) -> None:
         torch.save(obj, tmp)
 
 
+#: Table formats :func:`atomic_write_table` writes, by file suffix.
+TABLE_SUFFIXES = (".parquet", ".tsv", ".txt", ".csv")
+
+
+def check_table_suffix(path: str | os.PathLike) -> Path:
+    """``path`` as a Path if :func:`atomic_write_table` can write it, else ``ValueError``."""
+    path = Path(path)
+    if path.suffix not in TABLE_SUFFIXES:
+        raise ValueError(f"{path}: unsupported table suffix {path.suffix!r}; use {', '.join(TABLE_SUFFIXES)}")
+    return path
+
+
 def atomic_write_table(df, path: str | os.PathLike) -> None:
     """Write a DataFrame as Parquet (``.parquet``), tab-separated (``.tsv``/``.txt``) or comma-separated
     (``.csv``) text."""
-    path = Path(path)
+    path = check_table_suffix(path)
     with atomic_path(path) as tmp:
         if path.suffix == ".parquet":
             df.to_parquet(tmp, index=False)
         elif path.suffix in (".tsv", ".txt"):
             df.to_csv(tmp, sep="\t", index=False)
-        elif path.suffix == ".csv":
-            df.to_csv(tmp, index=False)
         else:
-            raise ValueError(f"{path}: unsupported table suffix {path.suffix!r}; use .parquet, .tsv or .csv")
+            df.to_csv(tmp, index=False)

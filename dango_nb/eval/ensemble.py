@@ -57,6 +57,8 @@ class EnsembleScorer:
                  batch_size: int = 4096):
         if not members:
             raise ValueError("an ensemble needs at least one member")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         self.members = list(members)
         self.cell_graph = cell_graph
         self.genes = list(genes if genes is not None else cell_graph["gene"].node_ids)
@@ -93,6 +95,7 @@ class EnsembleScorer:
         at most ``top_k`` of them). ``cell_graph`` must be the graph the runs were trained on
         (checkpoints hold weights, not graphs); its gene count is checked against each model.
         """
+        from dango_nb.errors import SourceMismatchError
         from dango_nb.train import load_checkpoint
 
         members = []
@@ -100,15 +103,22 @@ class EnsembleScorer:
             model, scaler = load_checkpoint(path, device=device)
             n = int(cell_graph["gene"].num_nodes)
             if model.gene_num != n:
-                raise ValueError(f"{path}: model was trained on {model.gene_num} genes but the cell graph "
+                raise SourceMismatchError(f"{path}: model was trained on {model.gene_num} genes but the cell graph "
                                  f"has {n}; give the data source the run was trained on")
             members.append(Member(model, scaler, name=os.fspath(path)))
         return cls(members, cell_graph, batch_size=batch_size)
 
 
 def checkpoint_files(paths: Sequence[str | os.PathLike], top_k: int | None = None) -> list[Path]:
-    """Expand run directories into their top-k checkpoint files (best first); files stay as they are."""
+    """Expand run directories into their top-k checkpoint files (best first); files stay as they are.
+
+    ``top_k``: at most this many per directory (``None``: all it kept); must be >= 1.
+    """
     from dango_nb.train import list_checkpoints
+
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        # found[:-1] would silently drop the last member instead of keeping the first ones
+        raise ValueError(f"top_k must be an integer >= 1 or None (all kept), got {top_k!r}")
 
     files: list[Path] = []
     for p in paths:

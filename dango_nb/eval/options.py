@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import dango_nb.eval.runners  # noqa: F401  (registers the built-in models)
+from dango_nb.errors import ParamsError
 from dango_nb.eval.registry import DEFAULT_MODELS, check_model_names
 from dango_nb.eval.splits import SPLITS
 
@@ -30,6 +31,8 @@ class EvaluationOptions:
             (default: scaled, see :func:`dango_nb.eval.splits.default_n_test_genes`).
         ensemble_seeds / ensemble_top_k: seeds averaged by ``dango_ensemble`` and checkpoints per
             seed (``None``: all the run kept, ``TrainConfig.keep_top_k``).
+
+    Invalid values raise :class:`~dango_nb.errors.ParamsError` (a ``ValueError``) naming the field.
         pretrain_epochs: epochs of the label-free pre-training behind ``mlp_embeddings``
             (``None``: ``TrainConfig.transition_epoch``, else 10).
         mlp_embeddings: ``EmbeddingMLP`` keyword arguments over its defaults.
@@ -65,18 +68,21 @@ class EvaluationOptions:
         self.splits, self.models = list(self.splits), list(self.models)
         bad = [s for s in self.splits if s not in SPLITS]
         if bad:
-            raise ValueError(f"unknown split(s) {bad}; known: {', '.join(SPLITS)}")
+            raise ParamsError(f"unknown split(s) {bad}; known: {', '.join(SPLITS)}")
         check_model_names(self.models)
         if self.n_folds < 2 or any(not 0 <= f < self.n_folds for f in (self.folds or [])):
-            raise ValueError(f"need n_folds >= 2 and every fold in 0..{self.n_folds - 1}")
+            raise ParamsError(f"need n_folds >= 2 and every fold in 0..{self.n_folds - 1}")
         if not 0.0 < self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+            raise ParamsError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         if self.ensemble_seeds < 1:
-            raise ValueError(f"ensemble_seeds must be >= 1, got {self.ensemble_seeds}")
+            raise ParamsError(f"ensemble_seeds must be >= 1, got {self.ensemble_seeds}")
+        if self.ensemble_top_k is not None and self.ensemble_top_k < 1:
+            # a negative count would slice off the last checkpoints instead of keeping the first
+            raise ParamsError(f"ensemble_top_k must be >= 1 or None (all kept), got {self.ensemble_top_k}")
         if self.mlp_embeddings_source not in ("pretrain", "dango"):
-            raise ValueError(f"mlp_embeddings_source must be 'pretrain' or 'dango', got {self.mlp_embeddings_source!r}")
+            raise ParamsError(f"mlp_embeddings_source must be 'pretrain' or 'dango', got {self.mlp_embeddings_source!r}")
         if self.n_boot < 0:
-            raise ValueError(f"n_boot must be >= 0, got {self.n_boot}")
+            raise ParamsError(f"n_boot must be >= 0, got {self.n_boot}")
 
     def replace(self, **changes) -> "EvaluationOptions":
         return dataclasses.replace(self, **changes)

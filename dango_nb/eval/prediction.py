@@ -132,13 +132,15 @@ def gene_index(genes: Sequence[str]) -> dict[str, int]:
 
 
 def to_indices(names: Iterable[str], vocabulary: Sequence[str] | dict[str, int], what: str = "genes") -> np.ndarray:
-    """Map gene names to ids; unknown names raise a KeyError that lists them (first 20)."""
+    """Map gene names to ids; unknown names raise :class:`~dango_nb.errors.UnknownGenesError` (a
+    ``KeyError``) that lists them (first 20)."""
+    from dango_nb.errors import UnknownGenesError
     lookup = vocabulary if isinstance(vocabulary, dict) else gene_index(vocabulary)
     names = list(names)
     unknown = [g for g in dict.fromkeys(names) if g not in lookup]
     if unknown:
         shown = ", ".join(map(str, unknown[:20])) + (f", ... ({len(unknown)} in all)" if len(unknown) > 20 else "")
-        raise KeyError(f"{what}: {len(unknown)} gene name(s) not in the model's vocabulary "
+        raise UnknownGenesError(f"{what}: {len(unknown)} gene name(s) not in the model's vocabulary "
                        f"({len(lookup)} genes): {shown}")
     return np.fromiter((lookup[g] for g in names), dtype=np.int64, count=len(names))
 
@@ -157,10 +159,12 @@ def _as_triplet_frame(triplets) -> pd.DataFrame:
 
 
 def _check_distinct(idx: np.ndarray, frame: pd.DataFrame) -> None:
+    from dango_nb.errors import DataFormatError
+
     same = (idx[:, 0] == idx[:, 1]) | (idx[:, 0] == idx[:, 2]) | (idx[:, 1] == idx[:, 2])
     if same.any():
         k = int(np.flatnonzero(same)[0])
-        raise ValueError(f"triplet {k} ({', '.join(frame.iloc[k])}) repeats a gene; a triplet needs "
+        raise DataFormatError(f"triplet {k} ({', '.join(frame.iloc[k])}) repeats a gene; a triplet needs "
                          f"three different genes ({int(same.sum())} such rows)")
 
 
@@ -173,6 +177,8 @@ def score_triplets(scorer: TripletScorer, triplets, batch_size: int = 100_000,
 
     Returns ``gene1, gene2, gene3, prediction, spread`` in input order (names as given).
     """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     frame = _as_triplet_frame(triplets)
     lookup = gene_index(scorer.genes)
     idx = to_indices(frame.to_numpy().reshape(-1), lookup, "triplets").reshape(-1, 3)
@@ -288,6 +294,9 @@ def read_triplet_list(path: str | os.PathLike) -> pd.DataFrame:
                 continue  # header
             if len(fields) < 3:
                 raise DataFormatError(f"expected three gene names, found {len(fields)}", path=path, line=lineno)
+            if len(set(fields[:3])) < 3:
+                raise DataFormatError(f"triplet {' '.join(fields[:3])} repeats a gene; a triplet needs three "
+                                      "different genes", path=path, line=lineno)
             rows.append(fields[:3])
     if not rows:
         raise DataFormatError("no triplets found (three gene names per line expected)", path=path)

@@ -20,6 +20,8 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from dango_nb.errors import ParamsError
+
 __all__ = ["FoldData", "DangoVariant", "ModelOutput", "ModelSpec", "MODELS", "DEFAULT_MODELS", "register_model", "get_model",
            "model_names", "check_model_names"]
 
@@ -104,7 +106,7 @@ def get_model(name: str) -> ModelSpec:
     try:
         return MODELS[name]
     except KeyError:
-        raise ValueError(f"unknown model {name!r}; registered: {', '.join(model_names())}") from None
+        raise ParamsError(f"unknown model {name!r}; registered: {', '.join(model_names())}") from None
 
 
 def model_names() -> list[str]:
@@ -115,4 +117,4 @@ def check_model_names(names) -> None:
     """``ValueError`` listing every unregistered name (and the registered ones)."""
     bad = [m for m in names if m not in MODELS]
     if bad:
-        raise ValueError(f"unknown model(s) {bad}; registered: {', '.join(model_names())}")
+        raise ParamsError(f"unknown model(s) {bad}; registered: {', '.join(model_names())}")

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from dango_nb import metrics as M
+from dango_nb.errors import ParamsError
 from dango_nb.eval.ensemble import ensemble_gain
 from dango_nb.eval.options import EvaluationOptions
 from dango_nb.eval.registry import FoldData, ModelOutput, get_model
@@ -94,18 +95,18 @@ def _check_models(options: EvaluationOptions, study, config, lambdas, signal):
     """The model specs to run, after every check that can fail before any work."""
     specs = [get_model(m) for m in options.models]
     if signal is None and any(s.needs_ground_truth for s in specs):
-        raise ValueError("oracle_signal needs a study with ground truth (the embedded benchmark)")
+        raise ParamsError("oracle_signal needs a study with ground truth (the embedded benchmark)")
     if signal is not None and "oracle_signal" not in options.models:
         specs.append(get_model("oracle_signal"))
     if any(s.trains_dango for s in specs):
         config = _train_config(config)
         if lambdas is None:
-            raise ValueError("lambdas are needed to train DANGO models (channel -> lambda); run the lambda "
+            raise ParamsError("lambdas are needed to train DANGO models (channel -> lambda); run the lambda "
                              "notebook or dango_nb.lambdas.determine_lambdas first")
         channels = graph_channels(study.cell_graph)
         for s in specs:
             if s.variant is not None and s.variant.channel is not None and s.variant.channel not in channels:
-                raise ValueError(f"model {s.name!r}: channel {s.variant.channel!r} not in the cell graph ({channels})")
+                raise ParamsError(f"model {s.name!r}: channel {s.variant.channel!r} not in the cell graph ({channels})")
     return specs, config
 
 
@@ -117,7 +118,7 @@ def _folds(options: EvaluationOptions, all_idx: np.ndarray, seed: int) -> list[F
                                   val_fraction=options.val_fraction, n_test_genes=k)
         for f in range(options.n_folds) if options.folds is None else options.folds:
             if not 0 <= f < len(split_folds):
-                raise ValueError(f"fold {f} out of range for n_folds={options.n_folds}")
+                raise ParamsError(f"fold {f} out of range for n_folds={options.n_folds}")
             jobs.append(split_folds[f])
     return jobs
 

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from dango_nb.data.triplets import as_index_array
+from dango_nb.errors import ParamsError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -110,7 +111,7 @@ def random_kfold(triplets, n_folds: int = 5, val_fraction: float = 0.1, seed: in
     groups = _triple_groups(idx)
     n_groups = int(groups.max()) + 1 if len(groups) else 0
     if n_folds < 2 or n_folds > n_groups:
-        raise ValueError(f"n_folds must be in [2, {n_groups}] (unique triples), got {n_folds}")
+        raise ParamsError(f"n_folds must be in [2, {n_groups}] (unique triples), got {n_folds}")
     rng = np.random.default_rng(seed)
     fold_of_group = np.empty(n_groups, dtype=np.int64)
     fold_of_group[rng.permutation(n_groups)] = np.arange(n_groups) % n_folds
@@ -144,7 +145,7 @@ def _gene_split(triplets, split: str, n_test_genes: int | None, n_folds: int,
     if n_test_genes is None:
         n_test_genes = default_n_test_genes(split, len(genes))
     if not 1 <= n_test_genes < len(genes):
-        raise ValueError(f"{split}: n_test_genes must be in [1, {len(genes) - 1}] "
+        raise ParamsError(f"{split}: n_test_genes must be in [1, {len(genes) - 1}] "
                          f"({len(genes)} screened genes), got {n_test_genes}")
     if n_folds < 1:
         raise ValueError(f"n_folds must be >= 1, got {n_folds}")

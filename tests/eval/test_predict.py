@@ -132,23 +132,6 @@ def test_reading_gene_and_triplet_lists(tmp_path):
 
 
 # ------------------------------------------------------------------------------ DANGO + CLI
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
-    from dango_nb.__main__ import lambdas_for_study
-    from dango_nb.data.study import load_study
-    from dango_nb.train import TrainConfig, fit
-
-    data_dir = tmp_path_factory.getbasetemp() / "dango_data"
-    study = load_study("tiny", 0, data_dir)
-    ckpt = tmp_path_factory.mktemp("run")
-    cfg = TrainConfig(epochs=3, transition_epoch=0, batch_size=256, progress=False, keep_top_k=2,
-                      checkpoint_dir=str(ckpt), model={"hidden_channels": 16, "num_heads": 2, "num_layers": 1})
-    n = len(study.triplets)
-    fit(study.cell_graph, study.triplets.subset(np.arange(0, n - 200)),
-        study.triplets.subset(np.arange(n - 200, n)), cfg, lambdas_for_study(study))
-    return study, ckpt, data_dir
-
-
 def test_ensemble_scorer_from_run_directory(trained_run):
     from dango_nb.eval.ensemble import EnsembleScorer
     from dango_nb.train import list_checkpoints
@@ -223,11 +206,11 @@ def test_cli_predict_genes_and_triplets(trained_run, tmp_path, capsys):
     saved.pop("source")
     bare = tmp_path / "bare.pt"
     torch.save(saved, bare)
-    with pytest.raises(SystemExit, match="no data source"):
-        main(["predict", "--checkpoint", str(bare), "--genes", str(gfile), "--out", str(out)])
+    assert main(["predict", "--checkpoint", str(bare), "--genes", str(gfile), "--out", str(out)]) == 2
+    assert "no data source: give --preset" in capsys.readouterr().err
 
 
-def test_cli_predict_uses_recorded_source_and_checks_gene_names(trained_run, tmp_path):
+def test_cli_predict_uses_recorded_source_and_checks_gene_names(trained_run, tmp_path, capsys):
     import torch
 
     from dango_nb.__main__ import main
@@ -241,13 +224,15 @@ def test_cli_predict_uses_recorded_source_and_checks_gene_names(trained_run, tmp
     gfile = tmp_path / "genes.txt"
     gfile.write_text("\n".join(study.genes[:6]) + "\n")
     out = tmp_path / "p.tsv"
-    # no --preset/--string: the checkpoint's own record rebuilds the cell graph
+    # the options the checkpoint records (shown when none are given) rebuild the cell graph
     assert main(["predict", "--checkpoint", str(ckpt), "--genes", str(gfile), "--out", str(out), "--all",
-                 "--no-progress", "--data-dir", str(data_dir)]) == 0
+                 "--no-progress", "--preset", "tiny", "--data-seed", "0", "--data-dir", str(data_dir)]) == 0
     assert len(pd.read_csv(out, sep="\t")) == math.comb(6, 3)
     # another benchmark seed has other gene names: refused, nothing written
     bad = tmp_path / "bad.tsv"
-    with pytest.raises(SystemExit, match="trained on"):
-        main(["predict", "--checkpoint", str(ckpt), "--genes", str(gfile), "--out", str(bad), "--all",
-              "--no-progress", "--preset", "tiny", "--data-seed", "1", "--data-dir", str(data_dir)])
+    assert main(["predict", "--checkpoint", str(ckpt), "--genes", str(gfile), "--out", str(bad), "--all",
+                 "--no-progress", "--preset", "tiny", "--data-seed", "1", "--data-dir", str(data_dir)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("dango-nb predict: error: ") and "trained on" in err
+    assert "the checkpoint records --preset tiny --data-seed 0" in err
     assert not bad.exists()
