@@ -226,7 +226,7 @@ def test_preset_and_string_are_exclusive(setup, tmp_path, capsys):
 @pytest.mark.parametrize("train, message", [
     ('{"lrr": 1}', "--train/--epochs/--transition-epoch: unknown key 'lrr'; allowed keys"),
     ('{"lr": "fast"}', "--train/--epochs/--transition-epoch: key 'lr': expected a number, got str 'fast'"),
-    ('{"epochs": -1}', "TrainConfig.epochs: expected an integer >= 0, got -1"),
+    ('{"epochs": -1}', "TrainConfig.epochs: expected an integer >= 1, got -1"),
     ('[1]', "argument --train: expected a JSON object"),
     ('{lr: 1}', "argument --train: not valid JSON"),
 ])
@@ -244,7 +244,7 @@ def test_evaluate_train_fields_checked_before_any_work(tmp_path, capsys, train, 
     (["--n-folds", "1"], "need n_folds >= 2"),
     (["--ensemble-top-k", "-1"], "ensemble_top_k must be >= 1"),
     (["--models", "dango_turbo"], "unknown model(s) ['dango_turbo']"),
-    (["--epochs", "-3"], "TrainConfig.epochs: expected an integer >= 0, got -3"),
+    (["--epochs", "-3"], "TrainConfig.epochs: expected an integer >= 1, got -3"),
 ])
 def test_evaluate_options_checked_before_any_work(tmp_path, capsys, args, message):
     data_dir = tmp_path / "data"
