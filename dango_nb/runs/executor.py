@@ -90,8 +90,10 @@ class ray_session:
             else:
                 kwargs["num_cpus"] = self.num_cpus
             os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-            # The raylet gives its agent processes ~15 s to come up by default; on a loaded machine
-            # (measured: a shared 2-core CPU at load 13) they need longer and the raylet aborts.
+            # The raylet gives its agent processes ~15 s to write their port files by default; on a
+            # loaded machine (measured: a shared 2-core CPU at load 13) they need longer and the
+            # raylet aborts ("Timed out waiting for file .../metrics_agent_port_...").
+            os.environ.setdefault("RAY_raylet_start_wait_time_s", "120")
             os.environ.setdefault("RAY_agent_register_timeout_ms", "120000")
             t0 = time.perf_counter()
             for attempt in range(3):
