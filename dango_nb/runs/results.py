@@ -85,6 +85,8 @@ def metric_vs_axis(df: pd.DataFrame, x: str, hue: str | None = None, metric: str
         ax.scatter(pos, g[metric], s=12, color=line.get_color(), alpha=0.6)
     if cats is not None:
         ax.set_xticks(range(len(cats)), [str(c) for c in cats])
+    elif ok[x].nunique() <= 12:
+        ax.set_xticks(sorted(ok[x].dropna().unique().astype(float)))
     ax.set_xlabel(x)
     ax.set_ylabel(metric.replace("_", " "))
     if hue is not None and ax.get_legend_handles_labels()[0]:

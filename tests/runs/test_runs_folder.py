@@ -109,3 +109,17 @@ def test_shipped_tiny_sweep_expands():
     assert sweep.runs[0].run_id == "schedule-PreThenPost_transition_epoch-0"
     assert {r.params.train.schedule for r in sweep.runs} == {"PreThenPost", "LinearUntilUniform"}
     assert all(r.params.train.epochs == 3 and r.params.data.preset == "tiny" for r in sweep.runs)
+
+
+def test_metric_vs_axis_draws_the_mean_over_other_axes():
+    from dango_nb.runs.results import metric_vs_axis, sweep_figures
+
+    df = pd.DataFrame({"status": "done", "train.schedule": ["A", "A", "A", "A", "B", "B"],
+                       "train.transition_epoch": [0, 0, 5, 5, 0, 5], "train.seed": [0, 1, 0, 1, 0, 0],
+                       "test_pearson": [0.1, 0.3, 0.5, 0.7, 0.2, np.nan], "val_pearson": 0.0})
+    fig = metric_vs_axis(df, "train.transition_epoch", "train.schedule")
+    lines = {ln.get_label(): ln for ln in fig.axes[0].get_lines()}
+    np.testing.assert_allclose(lines["A"].get_ydata(), [0.2, 0.6])
+    np.testing.assert_allclose(lines["B"].get_ydata(), [0.2])  # the NaN run is left out
+    figs = sweep_figures(df, ["train.schedule", "train.transition_epoch", "train.seed"])
+    assert set(figs) == {"test_pearson_vs_transition_epoch", "test_pearson_vs_schedule", "test_pearson_vs_seed"}
