@@ -76,6 +76,7 @@ class ray_session:
 
     def __init__(self, address: str | None = None, num_cpus: int | None = None, quiet: bool = True):
         self.address, self.num_cpus, self.quiet, self.started = address, num_cpus, quiet, False
+        self.attempts = 0
 
     def __enter__(self):
         import ray
@@ -97,6 +98,7 @@ class ray_session:
             os.environ.setdefault("RAY_agent_register_timeout_ms", "120000")
             t0 = time.perf_counter()
             for attempt in range(3):
+                self.attempts = attempt + 1
                 try:
                     ray.init(**kwargs)
                     break
