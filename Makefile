@@ -8,7 +8,7 @@ TORCH_VERSION := 2.13.0
 PARAMS ?= params
 STAMP := $(VENV)/.installed
 
-.PHONY: install test report bench lab test-ui clean
+.PHONY: install test report bench bench-sweep lab test-ui clean
 
 install: $(STAMP)
 
@@ -31,6 +31,12 @@ report: install
 
 bench: install
 	$(PYTHON) -m dango_nb.bench --out reports/bench.json
+
+# Sweep execution: Ray start-up, per-task overhead, 1 vs 2 workers (the 40-fit `small` sweep by
+# default; e.g. BENCH_SWEEP_ARGS="--limit 6 --epochs 3" for a short one).
+BENCH_SWEEP_ARGS ?=
+bench-sweep: install
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PYTHON) -m dango_nb.runs.bench --sweep params/sweep.yaml $(BENCH_SWEEP_ARGS) --out reports/bench_sweep.json
 
 # JupyterLab on loopback with Jupyter's token auth (open the printed URL), dango_nb kernel by default.
 lab: install

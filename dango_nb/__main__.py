@@ -5,6 +5,8 @@ Commands are argparse subcommands registered in :data:`COMMANDS`; a module adds 
 
 - ``predict``: score triplets with one or more checkpoints (an ensemble when several).
 - ``evaluate``: run :func:`dango_nb.eval.run_evaluation` on an embedded preset or real files.
+- ``train`` / ``sweep``: run folders and Ray sweeps (:mod:`dango_nb.runs.cli`); ``predict --run``
+  takes run or sweep folders.
 
 Bad input exits with status 2 and one line ``dango-nb <command>: error: <message>`` on stderr, as
 argparse does: option values are checked by argparse types (command-line only options) or by the
@@ -212,8 +214,11 @@ def _recorded(path) -> tuple[dict | None, list[str] | None]:
 
 # --------------------------------------------------------------------------------------- predict
 def _add_predict(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", "--checkpoints", dest="checkpoints", nargs="+", required=True, type=existing_path,
-                   help="checkpoint file(s) or run directories (their top-k checkpoints); several = ensemble")
+    p.add_argument("--checkpoint", "--checkpoints", dest="checkpoints", nargs="+", default=None, type=existing_path,
+                   help="checkpoint file(s) or checkpoint directories (their top-k checkpoints); several = ensemble")
+    from dango_nb.runs.cli import add_predict_run_argument
+
+    add_predict_run_argument(p)
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--genes", type=existing_file,
                       help="file with one gene name per line: score all C(n,3) triplets among them")
@@ -275,7 +280,14 @@ def _run_predict(args) -> int:
     from dango_nb.eval import prediction as P
     from dango_nb.eval.ensemble import EnsembleScorer, checkpoint_files
 
-    files = checkpoint_files(args.checkpoints, args.top_k)
+    paths = list(args.checkpoints or [])
+    if args.runs:
+        from dango_nb.runs.cli import run_checkpoint_paths
+
+        paths += run_checkpoint_paths(args.runs)
+    if not paths:
+        raise UsageError("give --run FOLDER (a run or sweep folder) or --checkpoint FILE")
+    files = checkpoint_files(paths, args.top_k)
     src, records = _predict_source(args, files)
     cell_graph, _ = _load_source(src)
     _check_genes(cell_graph, records)
@@ -394,6 +406,15 @@ COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[a
     "predict": (_add_predict, _run_predict, "score triplets with trained checkpoints"),
     "evaluate": (_add_evaluate, _run_evaluate, "models x splits x folds evaluation table"),
 }
+
+
+def _register_run_commands() -> None:
+    from dango_nb.runs.cli import COMMANDS as RUN_COMMANDS
+
+    COMMANDS.update(RUN_COMMANDS)
+
+
+_register_run_commands()
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -39,6 +39,9 @@ __all__ = [
 
 #: Notebook stems in execution order; ``params/<stem>.yaml`` holds each one's parameters.
 NOTEBOOKS = ("01_lambda_determination", "02_pretraining", "03_loss_schedules", "04_evaluation")
+#: Other files a parameter directory may hold: a run (``dango-nb train``) and a sweep (``dango-nb sweep``),
+#: validated by :mod:`dango_nb.runs`.
+RUN_FILES = ("train", "sweep")
 
 #: The paper's percentages of decreased zeros (STRING v9.1 -> v10) for the two channels it quotes.
 PAPER_REFERENCE_PCT = {"cooccurence": 0.02, "coexpression": 2.42}
@@ -421,7 +424,7 @@ def load_param_dir(folder: str | os.PathLike, notebooks: tuple[str, ...] = NOTEB
         raise ParamsError(f"{folder}: missing parameter file(s) {', '.join(m + '.yaml' for m in missing)}; "
                           f"a parameter directory holds one file per notebook: "
                           f"{', '.join(s + '.yaml' for s in notebooks)}")
-    extra = sorted(p.name for p in folder.glob("*.yaml") if p.stem not in SCHEMAS)
+    extra = sorted(p.name for p in folder.glob("*.yaml") if p.stem not in SCHEMAS and p.stem not in RUN_FILES)
     if extra:
         raise ParamsError(f"{folder}: unexpected parameter file(s) {', '.join(extra)}; allowed: "
                           f"{', '.join(s + '.yaml' for s in SCHEMAS)}")

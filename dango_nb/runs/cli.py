@@ -1,0 +1,152 @@
+"""``dango-nb train``, ``dango-nb sweep`` and the ``--run`` option of ``dango-nb predict``.
+
+Registered in :mod:`dango_nb.__main__` through :data:`COMMANDS` (same shape as its own table);
+nothing heavy is imported until a command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+__all__ = ["COMMANDS", "add_parsers", "add_predict_run_argument", "run_checkpoint_paths", "expand_runs"]
+
+
+def _parse_set(items) -> dict:
+    import yaml
+
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"error: --set expects KEY=VALUE (e.g. train.epochs=5), got {item!r}")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ train
+def _add_train(p: argparse.ArgumentParser) -> None:
+    p.add_argument("params", help="run parameter file (data, train, split, lambdas_file); e.g. params/tiny/train.yaml")
+    p.add_argument("--out", required=True, help="run folder to create, e.g. runs/NAME")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a dotted key, e.g. --set train.epochs=5 (repeatable)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads for the fit (default: torch's)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _run_train(args) -> int:
+    from .folder import train_run
+    from .spec import load_run_params
+    from .sweep import normalise_key
+
+    overrides = {normalise_key(k, args.params, "--set"): v for k, v in _parse_set(args.set).items()}
+    params = load_run_params(args.params, overrides)
+    record = train_run(params, args.out, progress=False if args.no_progress else None, threads=args.threads,
+                       source=args.params)
+    out = {"out": str(args.out), "skipped": record["skipped"], "best_epoch": record["best_epoch"],
+           "fit_s": record["fit_s"], "device": record["device"]}
+    for part in ("val", "test"):
+        m = (record.get("metrics") or {}).get(part) or {}
+        if m:
+            out[f"{part}_pearson"] = m.get("pearson")
+    print(json.dumps(out, allow_nan=False))
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ sweep
+def _add_sweep(p: argparse.ArgumentParser) -> None:
+    p.add_argument("sweep", help="sweep file (base + axes), e.g. params/tiny/sweep.yaml")
+    p.add_argument("--out", required=True, help="sweep folder, e.g. sweeps/NAME (runs under NAME/runs/)")
+    p.add_argument("--address", default=None,
+                   help="Ray cluster: 'auto' (a cluster started with `ray start`) or ray://HOST:10001; "
+                        "default: a local Ray started inside this command")
+    p.add_argument("--workers", type=int, default=None,
+                   help="runs at the same time (default: CPUs // --cpus-per-run)")
+    p.add_argument("--cpus-per-run", type=int, default=1, help="CPUs (torch threads) per run (default 1)")
+    p.add_argument("--gpus-per-run", type=float, default=0.0,
+                   help="GPUs per run; a fraction shares a GPU (0.25: four runs per GPU); default 0")
+    p.add_argument("--max-retries", type=int, default=2, help="retries of a run whose worker process died")
+    p.add_argument("--inline", action="store_true", help="run one after another in this process (no Ray)")
+    p.add_argument("--dry-run", action="store_true", help="validate and list the runs, train nothing")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _run_sweep(args) -> int:
+    from .executor import run_sweep
+    from .folder import is_complete
+    from .sweep import load_sweep
+
+    sweep = load_sweep(args.sweep)
+    if args.dry_run:
+        for r in sweep.runs:
+            done = is_complete(Path(args.out) / "runs" / r.run_id)
+            print(f"{r.run_id}\t{'complete' if done else 'to run'}")
+        print(json.dumps({"runs": len(sweep.runs), "axes": list(sweep.axes)}))
+        return 0
+    try:
+        result = run_sweep(sweep, args.out, workers=args.workers, address=args.address,
+                           gpus_per_run=args.gpus_per_run, cpus_per_run=args.cpus_per_run,
+                           max_retries=args.max_retries, backend="inline" if args.inline else "ray",
+                           progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print(f"interrupted: finished runs are kept in {args.out}/runs; run the same command again to "
+              "continue", file=sys.stderr)
+        return 130
+    import pandas as pd
+
+    cols = ["run_id", "status", "best_epoch", "val_pearson", "test_pearson", "fit_s"]
+    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.max_colwidth", 60):
+        print(result.table[cols].to_string(index=False))
+    for o in result.failed:
+        print(f"FAILED {o.run_id}: {o.error}", file=sys.stderr)
+    print(json.dumps({k: str(v) for k, v in result.paths.items()}))
+    return 1 if result.failed else 0
+
+
+# -------------------------------------------------------------------------------- predict --run
+def add_predict_run_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run", dest="runs", nargs="+", action="extend", default=None, metavar="FOLDER",
+                   help="run folder(s) from `dango-nb train`, or a sweep folder (all its complete runs); "
+                        "several = ensemble of their top-k checkpoints")
+
+
+def expand_runs(paths) -> list[Path]:
+    """Run folders for ``paths``: a run folder as is, a sweep folder as its complete runs."""
+    from .folder import is_complete
+
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if is_complete(p):
+            out.append(p)
+        elif (p / "runs").is_dir():
+            found = sorted(r for r in (p / "runs").iterdir() if r.is_dir() and is_complete(r))
+            if not found:
+                raise FileNotFoundError(f"{p}: sweep folder without complete runs")
+            out.extend(found)
+        elif p.is_dir():
+            raise FileNotFoundError(f"{p}: not a complete run folder (no COMPLETE marker) nor a sweep folder")
+        else:
+            raise FileNotFoundError(f"{p}: run folder not found")
+    return out
+
+
+def run_checkpoint_paths(runs) -> list[str]:
+    """Checkpoint directories of the run folders (or sweep folders) ``runs``, for ``predict``."""
+    return [os.fspath(r / "checkpoints") for r in expand_runs(runs)]
+
+
+COMMANDS = {
+    "train": (_add_train, _run_train, "train one model into a run folder"),
+    "sweep": (_add_sweep, _run_sweep, "run a sweep file's grid of runs on Ray into a sweep folder"),
+}
+
+
+def add_parsers(subparsers) -> None:
+    """Add ``train`` and ``sweep`` to an argparse subparsers object."""
+    for name, (add, run, help_) in COMMANDS.items():
+        p = subparsers.add_parser(name, help=help_, description=help_)
+        add(p)
+        p.set_defaults(_run=run)

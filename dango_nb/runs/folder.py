@@ -1,0 +1,386 @@
+"""The run folder: one trained model with everything needed to trust it and to predict with it.
+
+Layout (``MARKER`` is written last; the folder is built as ``.<name>.partial`` beside its final
+place and renamed into place in one step, so a folder named ``<name>`` is always complete)::
+
+    <name>/
+      params.yaml        resolved parameters: every value, defaults and lambdas included
+                         (a valid ``dango-nb train`` file: the same model again)
+      run.json           outcome: best epoch, epochs run, fit seconds, device, split sizes,
+                         val/test metrics of the best-epoch model (strict JSON: null, never NaN)
+      provenance.json    versions, git commit, device, threads, data files with sizes and sha256
+      history.csv        one row per epoch (dango_nb.training.HISTORY_COLUMNS + per-channel losses)
+      predictions.parquet  val/test triplets: gene names, measured tau, best-epoch prediction
+      checkpoints/       last.pt, top/epoch_XXXX.pt, top_k.json (dango_nb.training format)
+      README.md          short human-readable summary
+      COMPLETE           marker
+
+An interrupted run leaves only ``.<name>.partial``; running it again resumes from its ``last.pt``
+(the training engine resumes exactly), and a complete folder is not trained again.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from ..errors import ParamsError
+from ..fileio import atomic_write, atomic_write_table
+from .spec import RunParams, resolved_dict, run_params
+
+__all__ = ["MARKER", "RunFolder", "train_run", "is_complete", "partial_path", "read_progress", "request_of",
+           "write_json", "strict"]
+
+MARKER = "COMPLETE"
+PROGRESS_FILE = "progress.json"
+#: Set to a folder to make runs die on purpose (fault-tolerance tests): a file ``kill-<run_id>`` there
+#: kills that run's process after an epoch once (the file is removed); ``kill-always-<run_id>`` every time.
+FAULT_ENV = "DANGO_NB_FAULT_DIR"
+# Keys that may differ between a complete run folder and a request for it (they change no number).
+_IGNORED = (("train", "progress"),)
+
+_STUDIES: dict[str, Any] = {}
+
+
+# ------------------------------------------------------------------------------------------- JSON
+def strict(obj: Any) -> Any:
+    """``obj`` with NaN/inf floats as ``None`` and numpy scalars as Python values (JSON-safe)."""
+    if isinstance(obj, Mapping):
+        return {str(k): strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def write_json(obj: Any, path: str | os.PathLike) -> None:
+    with atomic_write(path) as fh:
+        json.dump(strict(obj), fh, indent=2, sort_keys=True, allow_nan=False)
+        fh.write("\n")
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}:{err.lineno}: not valid JSON: {err.msg}") from None
+
+
+# ------------------------------------------------------------------------------------- locations
+def is_complete(path: str | os.PathLike) -> bool:
+    return (Path(path) / MARKER).is_file()
+
+
+def partial_path(path: str | os.PathLike) -> Path:
+    """Where the run folder ``path`` is built before it is renamed into place."""
+    path = Path(path)
+    return path.parent / f".{path.name}.partial"
+
+
+def read_progress(path: str | os.PathLike) -> dict | None:
+    """``{"epoch", "epochs", ...}`` of a run in progress (``None`` when not started or unreadable)."""
+    f = partial_path(path) / PROGRESS_FILE
+    try:
+        return json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def request_of(params: RunParams) -> dict:
+    """What identifies a run: its resolved parameters before lambdas are determined."""
+    req = resolved_dict(params)
+    for section, key in _IGNORED:
+        req.get(section, {}).pop(key, None)
+    return req
+
+
+def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        out = []
+        for k in sorted(set(a) | set(b)):
+            out += _differences(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [f"{prefix[:-1]}: {a!r} -> {b!r}"]
+
+
+def check_same_request(path: Path, request: Mapping) -> None:
+    """Raise :class:`ParamsError` when the complete run folder ``path`` was made with other parameters."""
+    info = _read_json(path / "run.json")
+    diff = _differences(info.get("request", {}), dict(request))
+    if diff:
+        raise ParamsError(f"{path}: a complete run folder with other parameters is already there "
+                          f"({'; '.join(diff[:6])}); choose another output folder or remove it")
+
+
+# ------------------------------------------------------------------------------------------ data
+def load_study_cached(data) -> Any:
+    """The study of ``data`` (:class:`~dango_nb.params.DataParams`), loaded once per process (a Ray
+    worker running several runs on the same data reads it once)."""
+    import dataclasses
+
+    key = json.dumps(dataclasses.asdict(data), sort_keys=True, default=str)
+    if key not in _STUDIES:
+        if len(_STUDIES) >= 2:
+            _STUDIES.pop(next(iter(_STUDIES)))
+        _STUDIES[key] = data.load_study()
+    return _STUDIES[key]
+
+
+def resolve_lambdas(params: RunParams, study) -> dict[str, float]:
+    if params.lambdas is not None:
+        return dict(params.lambdas)
+    if params.lambdas_file is not None:
+        from ..params import load_lambdas
+
+        return load_lambdas(Path(os.path.expanduser(params.lambdas_file)))
+    from ..lambdas import determine_lambdas
+
+    try:
+        later = study.read_release("11.0")
+    except KeyError as err:
+        raise ParamsError(f"no lambdas for this study ({err.args[0]}); set lambdas_file or lambdas") from None
+    return dict(determine_lambdas(study.read_release(study.networks.version), later).lambdas)
+
+
+# ----------------------------------------------------------------------------------------- train
+def _fault_injection(run_id: str) -> None:
+    folder = os.environ.get(FAULT_ENV)
+    if not folder:
+        return
+    once, always = Path(folder) / f"kill-{run_id}", Path(folder) / f"kill-always-{run_id}"
+    if once.exists() or always.exists():
+        once.unlink(missing_ok=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _summary_md(name: str, info: Mapping, resolved: Mapping, synthetic: bool, label: str) -> str:
+    t = resolved["train"]
+    split = resolved.get("split")
+    lines = [f"# Run `{name}`", ""]
+    if synthetic:
+        lines += ["**Synthetic benchmark** (embedded generator); these numbers are not results on real data.", ""]
+    where = "all triplets (no held-out part)" if split is None else \
+        f"split `{split['name']}` fold {split['fold']} of {split['n_folds']} (seed {split['seed']})"
+    lines += [f"DANGO trained on {label}, {where}: {info['n_train']} training, {info['n_val']} validation, "
+              f"{info['n_test']} test triplets.", "",
+              f"- schedule `{t['schedule']}`, transition_epoch {t['transition_epoch']}, lr {t['lr']}, "
+              f"batch {t['batch_size']}, hidden {t['model'].get('hidden_channels')}, seed {t['seed']}",
+              f"- {info['epochs_run']} of {t['epochs']} epochs on {info['device']} in {info['fit_s']:.1f} s"
+              + (" (stopped early)" if info["stopped_early"] else ""),
+              f"- best epoch {info['best_epoch']} (by {t['early_stopping_metric']})"]
+    for part in ("val", "test"):
+        m = info["metrics"].get(part) or {}
+        if m:
+            vals = ", ".join(f"{k} {m[k]:.4f}" if isinstance(m.get(k), (int, float)) else f"{k} n/a"
+                             for k in ("pearson", "spearman", "mse"))
+            lines.append(f"- {part}: {vals} (best-epoch model, {m.get('n_test')} triplets)")
+    lines += ["", "Files: `params.yaml` (every parameter), `provenance.json` (versions, device, data hashes), "
+              "`history.csv`, `run.json`, `predictions.parquet`, `checkpoints/`.", "",
+              "Predict with it:", "", "```", f"dango-nb predict --run {name} --triplets TRIPLETS.tsv --out predictions.tsv",
+              "```", ""]
+    return "\n".join(lines)
+
+
+def _part_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
+    from ._api import evaluate_metrics
+
+    if len(y) == 0:
+        return {}
+    return strict(evaluate_metrics(y, pred))
+
+
+def train_run(params: RunParams | Mapping, out: str | os.PathLike, *, run_id: str | None = None,
+              progress: bool | None = None, threads: int | None = None,
+              on_epoch: Callable[[int, dict], None] | None = None, source: str | None = None) -> dict:
+    """Train one model into the run folder ``out`` and return its ``run.json`` record.
+
+    A complete ``out`` made with the same parameters is not trained again (the record comes back
+    with ``"skipped": True``); with other parameters it is an error. An unfinished attempt
+    (``.<name>.partial``) with the same parameters is resumed from its last checkpoint.
+
+    Args:
+        params: :class:`~dango_nb.runs.spec.RunParams` or a mapping of it.
+        progress: override ``train.progress`` (tqdm bars of the fit).
+        threads: ``torch.set_num_threads`` for the fit (restored afterwards).
+        on_epoch: called as ``on_epoch(epoch, history_row)``.
+    """
+    import torch
+
+    from ._api import fit
+
+    out = Path(out)
+    run_id = run_id or out.name
+    if not isinstance(params, RunParams):
+        params = run_params(params, source or str(out))
+    if progress is not None:
+        params.train = params.train.replace(progress=bool(progress))
+    request = request_of(params)
+    if is_complete(out):
+        check_same_request(out, request)
+        return {**_read_json(out / "run.json"), "skipped": True}
+    if out.exists():
+        raise ValueError(f"{out}: exists but is not a complete run folder (no {MARKER}); remove it or "
+                              "choose another output folder")
+    partial = partial_path(out)
+    if partial.exists():
+        try:
+            old = _read_json(partial / "request.json")
+        except (OSError, ValueError):
+            old = None
+        if old != request:  # another configuration's unfinished attempt: start over
+            shutil.rmtree(partial)
+    partial.mkdir(parents=True, exist_ok=True)
+    write_json(request, partial / "request.json")
+
+    old_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(int(threads))
+    started = time.time()
+    try:
+        study = load_study_cached(params.data)
+        lambdas = resolve_lambdas(params, study)
+        resolved = resolved_dict(params, lambdas)
+        with atomic_write(partial / "params.yaml") as fh:
+            yaml.safe_dump(strict(resolved), fh, sort_keys=False)
+
+        triplets = study.triplets
+        idx = triplets.indices.cpu().numpy()
+        if params.split is None:
+            train_rows, val_rows, test_rows = np.arange(len(idx)), np.zeros(0, np.int64), np.zeros(0, np.int64)
+        else:
+            from ._api import make_splits
+
+            s = resolved["split"]
+            folds = make_splits(s["name"], idx, n_folds=s["n_folds"], seed=s["seed"],
+                                val_fraction=s["val_fraction"], n_test_genes=s["n_test_genes"])
+            fold = folds[s["fold"]]
+            train_rows, val_rows, test_rows = fold.train, fold.val, fold.test
+
+        def part(rows):
+            return triplets.subset(torch.as_tensor(np.asarray(rows), dtype=torch.long))
+
+        train, val = part(train_rows), part(val_rows)
+        config = params.train.replace(checkpoint_dir=str(partial / "checkpoints"),
+                                      model=dict(resolved["train"]["model"]))
+        epochs = config.epochs
+
+        def callback(epoch: int, row: dict) -> None:
+            write_json({"epoch": epoch + 1, "epochs": epochs, "val_pearson": row.get("val_pearson"),
+                        "pid": os.getpid(), "time": time.time()}, partial / PROGRESS_FILE)
+            if on_epoch is not None:
+                on_epoch(epoch, row)
+            _fault_injection(run_id)
+
+        t0 = time.perf_counter()
+        result = fit(study.cell_graph, train, val if len(val) else None, config, lambdas, callback=callback)
+        fit_s = time.perf_counter() - t0
+        best = result.best_model()
+
+        from ._api import predict
+
+        genes = np.asarray(study.genes, dtype=object)
+        y_all = triplets.targets.cpu().numpy().astype(np.float64)
+        metrics_by_part, frames = {}, []
+        for name, rows in (("val", val_rows), ("test", test_rows)):
+            rows = np.asarray(rows, dtype=np.int64)
+            pred = (np.asarray(predict(best, study.cell_graph, torch.as_tensor(idx[rows]), result.scaler),
+                               dtype=np.float64) if len(rows) else np.zeros(0))
+            metrics_by_part[name] = _part_metrics(y_all[rows], pred)
+            g = genes[idx[rows]] if len(rows) else np.zeros((0, 3), dtype=object)
+            frames.append(pd.DataFrame({"part": name, "row": rows, "gene1": g[:, 0], "gene2": g[:, 1],
+                                        "gene3": g[:, 2], "tau": y_all[rows], "prediction": pred}))
+        atomic_write_table(pd.concat(frames, ignore_index=True), partial / "predictions.parquet")
+        atomic_write_table(result.history, partial / "history.csv")
+
+        from .provenance import provenance
+
+        prov = provenance(device=str(result.device), seed=config.seed, source=getattr(study, "source", None))
+        prov["torch"]["torch_threads"] = torch.get_num_threads()
+        write_json(prov, partial / "provenance.json")
+        info = {
+            "run_id": run_id, "request": request, "best_epoch": result.best_epoch,
+            "epochs_run": int(len(result.history)), "stopped_early": bool(result.stopped_early),
+            "fit_s": fit_s, "device": str(result.device), "synthetic": bool(getattr(study, "synthetic", False)),
+            "n_train": int(len(train_rows)), "n_val": int(len(val_rows)), "n_test": int(len(test_rows)),
+            "metrics": metrics_by_part, "started": started, "finished": time.time(),
+        }
+        write_json(info, partial / "run.json")
+        with atomic_write(partial / "README.md") as fh:
+            fh.write(_summary_md(out.name, strict(info), resolved, info["synthetic"], study.label))
+        (partial / PROGRESS_FILE).unlink(missing_ok=True)
+        (partial / "request.json").unlink(missing_ok=True)
+        write_json({"finished": info["finished"], "run_id": run_id}, partial / MARKER)
+        os.replace(partial, out)
+        return {**strict(info), "skipped": False}
+    finally:
+        if threads is not None:
+            torch.set_num_threads(old_threads)
+
+
+# ------------------------------------------------------------------------------------------ read
+@dataclass
+class RunFolder:
+    """A complete run folder, read back (:meth:`open`)."""
+
+    path: Path
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> "RunFolder":
+        path = Path(path)
+        if not path.is_dir():
+            raise FileNotFoundError(f"{path}: run folder not found")
+        if not is_complete(path):
+            raise ValueError(f"{path}: not a complete run folder (no {MARKER}; the run did not finish)")
+        return cls(path)
+
+    @property
+    def info(self) -> dict:
+        return _read_json(self.path / "run.json")
+
+    @property
+    def params(self) -> dict:
+        return yaml.safe_load((self.path / "params.yaml").read_text(encoding="utf-8"))
+
+    @property
+    def provenance(self) -> dict:
+        return _read_json(self.path / "provenance.json")
+
+    @property
+    def history(self) -> pd.DataFrame:
+        return pd.read_csv(self.path / "history.csv")
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.path / "checkpoints"
+
+    def predictions(self, part: str | None = None) -> pd.DataFrame:
+        df = pd.read_parquet(self.path / "predictions.parquet")
+        return df if part is None else df[df["part"] == part].reset_index(drop=True)
+
+    def checkpoints(self, top_k: int | None = None) -> list[Path]:
+        """The kept top-k checkpoints, best first (``last.pt`` when none was kept)."""
+        from ._api import checkpoint_files
+
+        return checkpoint_files([self.checkpoint_dir], top_k)
+
+    def load_model(self, device: str = "cpu"):
+        """``(model, scaler)`` of the best kept checkpoint (eval mode)."""
+        from ._api import load_checkpoint
+
+        return load_checkpoint(self.checkpoints(1)[0], device=device)

@@ -1,0 +1,164 @@
+"""Sweep files: a base run parameter set plus axes, expanded into one run per combination.
+
+::
+
+    base: train.yaml            # a run parameter file (relative to this file) or an inline mapping
+    overrides:                  # optional dotted keys set on the base for every run
+      train.epochs: 20
+    axes:                       # the grid: every combination is one run (a run folder)
+      train.schedule: [PreThenPost, LinearUntilUniform]
+      train.transition_epoch: [0, 2, 5]
+      train.seed: [0, 1]
+      split.fold: [0, 1]
+
+An axis or override key is ``data.<field>``, ``train.<TrainConfig field>``,
+``train.model.<Dango argument>`` or ``split.<field>``; a key without a section is a ``train`` key
+(``lr``, ``model.hidden_channels``), and ``split`` / ``fold`` stand for ``split.name`` / ``split.fold``.
+Unknown keys fail before anything runs, naming the file and the key; every expanded run is then
+validated like a run parameter file. A run's folder name is made of its axis values
+(``schedule-PreThenPost_transition_epoch-2_seed-0``), so it stays the same when axes are reordered
+and a rerun finds the runs already done.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from ..errors import ParamsError
+from .spec import RunParams, load_run_mapping, read_yaml, run_params, section_fields, set_key
+
+__all__ = ["RunSpec", "Sweep", "load_sweep", "sweep_from_mapping", "normalise_key"]
+
+_TOP = ("base", "overrides", "axes")
+_SHORTHAND = {"split": "split.name", "fold": "split.fold"}
+
+
+@dataclass
+class RunSpec:
+    """One run of a sweep: its id (folder name), axis values and validated parameters."""
+
+    run_id: str
+    axes: dict[str, Any]
+    params: RunParams
+    out: Path | None = None
+
+
+@dataclass
+class Sweep:
+    """An expanded sweep: ``runs`` in grid order, ``axes`` as given (normalised keys)."""
+
+    source: str
+    base: dict
+    overrides: dict
+    axes: dict[str, list]
+    runs: list[RunSpec] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"base": self.base, "overrides": self.overrides, "axes": self.axes}
+
+
+def normalise_key(key: Any, source: str, where: str) -> str:
+    """The full dotted key for an axis/override key, or :class:`ParamsError` naming file and key."""
+    if not isinstance(key, str) or not key:
+        raise ParamsError(f"{source}: {where}: keys must be non-empty strings, got {key!r}")
+    key = _SHORTHAND.get(key, key)
+    fields = section_fields()
+    head = key.split(".", 1)[0]
+    if head not in ("data", "train", "split"):
+        key = "train." + key
+    parts = key.split(".")
+    if parts[0] == "train" and len(parts) >= 2 and parts[1] == "model":
+        ok, allowed, section = len(parts) == 3 and parts[2] in fields["train.model"], fields["train.model"], "train.model"
+    else:
+        section = parts[0]
+        ok, allowed = len(parts) == 2 and parts[1] in fields[section], fields[section]
+    if not ok:
+        raise ParamsError(f"{source}: {where}: unknown key '{key}'; '{section}' takes "
+                          f"{', '.join(allowed)}")
+    if key == "train.checkpoint_dir":
+        raise ParamsError(f"{source}: {where}: 'train.checkpoint_dir' is set by the run folder, not by a sweep")
+    return key
+
+
+def _value_text(v: Any) -> str:
+    if isinstance(v, float):
+        text = repr(v) if not math.isfinite(v) else f"{v:g}"
+    elif v is None:
+        text = "none"
+    else:
+        text = str(v)
+    return re.sub(r"[^A-Za-z0-9.+-]+", "-", text).strip("-") or "x"
+
+
+def run_id(axes: Mapping[str, Any]) -> str:
+    """``schedule-PreThenPost_seed-0`` from axis values (last key part; full key when ambiguous)."""
+    short = [k.split(".")[-1] for k in axes]
+    names = [s if short.count(s) == 1 else k.replace(".", "-") for s, k in zip(short, axes)]
+    return "_".join(f"{n}-{_value_text(v)}" for n, v in zip(names, axes.values())) or "run"
+
+
+def sweep_from_mapping(raw: Any, source: str = "<sweep>", base_dir: str | os.PathLike | None = None) -> Sweep:
+    """Validate and expand a sweep mapping (the content of a sweep file)."""
+    if not isinstance(raw, Mapping):
+        raise ParamsError(f"{source}: expected a mapping with keys {', '.join(_TOP)}, got {type(raw).__name__}")
+    unknown = [k for k in raw if k not in _TOP]
+    if unknown:
+        raise ParamsError(f"{source}: unknown key '{unknown[0]}'; a sweep file takes {', '.join(_TOP)}")
+    base = raw.get("base")
+    if isinstance(base, str):
+        path = Path(os.path.expanduser(base))
+        if not path.is_absolute():
+            path = Path(base_dir or ".") / path
+        base_map = load_run_mapping(path)
+        base_source = str(path)
+    elif isinstance(base, Mapping) or base is None:
+        base_map, base_source = dict(base or {}), source
+    else:
+        raise ParamsError(f"{source}: key 'base': expected a run parameter file name or a mapping, got {base!r}")
+    overrides = raw.get("overrides") or {}
+    if not isinstance(overrides, Mapping):
+        raise ParamsError(f"{source}: key 'overrides': expected a mapping of dotted keys to values")
+    for k, v in overrides.items():
+        base_map = set_key(base_map, normalise_key(k, source, "overrides"), v, source)
+    axes_raw = raw.get("axes") or {}
+    if not isinstance(axes_raw, Mapping):
+        raise ParamsError(f"{source}: key 'axes': expected a mapping of dotted keys to lists of values")
+    axes: dict[str, list] = {}
+    for k, values in axes_raw.items():
+        key = normalise_key(k, source, "axes")
+        if key in axes:
+            raise ParamsError(f"{source}: axes: '{k}' and another key both mean '{key}'")
+        if not isinstance(values, list) or not values:
+            raise ParamsError(f"{source}: axes: key '{k}': expected a non-empty list of values, got {values!r}")
+        axes[key] = list(values)
+    run_params(base_map, base_source)  # the base alone must be valid (clear errors before the grid)
+
+    sweep = Sweep(source=source, base=base_map, overrides=dict(overrides), axes=axes)
+    seen: dict[str, dict] = {}
+    for combo in itertools.product(*axes.values()) if axes else [()]:
+        values = dict(zip(axes, combo))
+        mapping = base_map
+        for k, v in values.items():
+            mapping = set_key(mapping, k, v, source)
+        rid = run_id(values)
+        where = f"{source} (run {rid})"
+        params = run_params(mapping, where)
+        if rid in seen:
+            raise ParamsError(f"{source}: axes: runs {seen[rid]} and {values} get the same folder name {rid!r}; "
+                              "make the values distinct")
+        seen[rid] = values
+        sweep.runs.append(RunSpec(rid, values, params))
+    return sweep
+
+
+def load_sweep(path: str | os.PathLike) -> Sweep:
+    """Read, validate and expand a sweep file (``base`` is looked up beside it)."""
+    path = Path(path)
+    raw = read_yaml(path)
+    return sweep_from_mapping(raw if raw is not None else {}, str(path), base_dir=path.parent)
