@@ -246,10 +246,18 @@ def _predict_source(args, files: list[Path]) -> tuple[dict, list[tuple[Path, dic
 
     A checkpoint's record is never followed by itself: it could name any folder or file (a
     checkpoint may come from someone else), so without ``--preset``/``--string`` the command stops
-    and shows the options that name the recorded source.
+    and shows the options that name the recorded source. The one exception is ``--run`` on a run
+    trained on an embedded preset in the default data folder: only the preset name and seed are
+    taken, and the benchmark is read from (or generated in) the user's own data folder, never a
+    recorded path.
     """
     records = [(f, *_recorded(f)) for f in files]
     src = _source_from_args(args)
+    if src is None and args.runs:
+        rec = records[0][1]
+        if isinstance(rec, dict) and isinstance(rec.get("preset"), str) and rec.get("data_dir") is None:
+            src = {"preset": rec["preset"], "seed": int(rec.get("seed", 0)), "data_dir": None}
+            print(f"{PROG} predict: using the run's synthetic preset: {source_options(rec)}", file=sys.stderr)
     if src is None:
         named = source_options(records[0][1])
         if named is None:

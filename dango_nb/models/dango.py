@@ -162,6 +162,11 @@ class Dango(nn.Module):
             if key not in params:
                 raise ValueError(f"{key}: unknown key; Dango takes {', '.join(params)}")
             tp = hints[key]
+            args = typing.get_args(tp)
+            if type(None) in args:  # ``X | None``: None or a value of X
+                if value is None:
+                    continue
+                tp = next(a for a in args if a is not type(None))
             if tp is bool:
                 ok = isinstance(value, bool)
                 expected = "true or false"
@@ -182,6 +187,12 @@ class Dango(nn.Module):
         except ValueError:
             raise ValueError(f"activation: expected a torch activation name such as 'relu', 'gelu' or "
                              f"'tanh', got {merged['activation']!r}") from None
+        if merged.get("attention_activation") is not None:
+            try:
+                resolve_activation(merged["attention_activation"])
+            except ValueError:
+                raise ValueError(f"attention_activation: expected null or a torch activation name such as "
+                                 f"'tanh', got {merged['attention_activation']!r}") from None
         if merged["meta_embedding"] not in MetaEmbedding.MODES:
             raise ValueError(f"meta_embedding: expected one of {', '.join(MetaEmbedding.MODES)}, "
                              f"got {merged['meta_embedding']!r}")

@@ -107,8 +107,16 @@ def _run_sweep(args) -> int:
 
 
 # -------------------------------------------------------------------------------- predict --run
+def _run_folder(text: str) -> Path:
+    """argparse type of ``--run``: an existing folder (what it holds is checked by :func:`expand_runs`)."""
+    path = Path(text)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path}: run folder not found")
+    return path
+
+
 def add_predict_run_argument(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--run", dest="runs", nargs="+", action="extend", default=None, metavar="FOLDER",
+    p.add_argument("--run", dest="runs", nargs="+", action="extend", default=None, metavar="FOLDER", type=_run_folder,
                    help="run folder(s) from `dango-nb train`, or a sweep folder (all its complete runs); "
                         "several = ensemble of their top-k checkpoints")
 

@@ -9,9 +9,9 @@ place and renamed into place in one step, so a folder named ``<name>`` is always
       run.json           outcome: best epoch, epochs run, fit seconds, device, split sizes,
                          val/test metrics of the best-epoch model (strict JSON: null, never NaN)
       provenance.json    versions, git commit, device, threads, data files with sizes and sha256
-      history.csv        one row per epoch (dango_nb.training.HISTORY_COLUMNS + per-channel losses)
+      history.csv        one row per epoch (dango_nb.train.HISTORY_COLUMNS + per-channel losses)
       predictions.parquet  val/test triplets: gene names, measured tau, best-epoch prediction
-      checkpoints/       last.pt, top/epoch_XXXX.pt, top_k.json (dango_nb.training format)
+      checkpoints/       last.pt, top/epoch_XXXX.pt, top_k.json (dango_nb.train.checkpoint format)
       README.md          short human-readable summary
       COMPLETE           marker
 

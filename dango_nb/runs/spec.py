@@ -33,7 +33,7 @@ __all__ = ["SplitParams", "RunParams", "load_run_params", "run_params", "resolve
 
 @dataclass
 class SplitParams:
-    """Which part of the triplets is held out (:func:`dango_nb.splits.make_splits`).
+    """Which part of the triplets is held out (:func:`dango_nb.eval.splits.make_splits`).
 
     ``seed`` defaults to ``data.seed`` (as in the evaluation notebook), so a run's test part is the
     one the evaluation uses for the same split and fold.

@@ -457,6 +457,9 @@ def test_predict_scores_in_chunks_like_the_forward_pass():
     ({"batched": 1}, "batched: expected true or false"),
     ({"beta_init": float("nan")}, "beta_init: expected a finite number"),
     ({"hidden_size": 8}, "hidden_size: unknown key; Dango takes hidden_channels"),
+    ({"attention_activation": 3}, "attention_activation: expected a str, got 3"),
+    ({"attention_activation": "bogus"}, "attention_activation: expected null or a torch activation name"),
+    ({"attention_dropout": "high"}, "attention_dropout: expected a finite number"),
 ])
 def test_hyperparameters_checked_against_the_signature(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -470,3 +473,7 @@ def test_hyperparameters_are_the_init_signature():
     assert list(Dango.hyperparameters()) == names
     assert Dango.check_hyperparameters({"hidden_channels": 8, "num_heads": 2, "activation": "gelu"}) == {
         "hidden_channels": 8, "num_heads": 2, "activation": "gelu"}
+    # every keyword's own default passes (``X | None`` annotations included)
+    defaults = {name: p.default for name, p in Dango.hyperparameters().items()}
+    assert Dango.check_hyperparameters(defaults) == defaults
+    assert Dango.check_hyperparameters({"attention_activation": "tanh"}) == {"attention_activation": "tanh"}

@@ -1,5 +1,7 @@
 """Run folders without Ray: train -> predict --run, strict JSON, skip/mismatch, bad keys."""
 
+from pathlib import Path
+
 import json
 import math
 
@@ -8,11 +10,14 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import TINY_SWEEP, TINY_TRAIN
 from dango_nb.__main__ import main
 from dango_nb.errors import ParamsError
 from dango_nb.runs import RunFolder, load_run_params, load_sweep, sweep_from_mapping, train_run
 from dango_nb.runs.folder import MARKER, partial_path
+
+TINY = Path(__file__).resolve().parents[2] / "params" / "tiny"
+TINY_TRAIN = TINY / "train.yaml"
+TINY_SWEEP = TINY / "sweep.yaml"
 
 
 def _no_nan(text: str):
@@ -47,7 +52,7 @@ def test_train_writes_a_complete_run_folder(trained, capsys):
     assert "git" in prov and "commit" in prov["git"]
     # resolved parameters: every TrainConfig field and Dango default, lambdas, explicit split seed
     params = yaml.safe_load((trained / "params.yaml").read_text())
-    from dango_nb.training import TrainConfig
+    from dango_nb.train import TrainConfig
     assert set(params["train"]) == set(TrainConfig().to_dict())
     assert params["train"]["batch_size"] == 64 and params["train"]["model"]["num_heads"] == 4
     assert params["split"]["seed"] == 0 and set(params["lambdas"]) >= {"neighborhood", "coexpression"}

@@ -1,14 +1,17 @@
 """Sweeps on a real local Ray (2 CPUs): end to end, equal to in-process runs, a killed worker,
 a run that keeps dying, resume and Ctrl-C."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import TINY_SWEEP
 from dango_nb.__main__ import main
 from dango_nb.runs import RunFolder, load_sweep, run_many, run_sweep, sweep_from_mapping, sweep_specs, train_run
 from dango_nb.runs.folder import MARKER, partial_path
+
+TINY_SWEEP = Path(__file__).resolve().parents[2] / "params" / "tiny" / "sweep.yaml"
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
