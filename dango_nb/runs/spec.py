@@ -18,12 +18,11 @@ import copy
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal, Mapping
 
-import yaml
 
 from ..errors import ParamsError
+from ..fileio import read_yaml
 from ..params import DataParams, params_from_mapping, params_to_dict
 from ._api import TrainConfig
 
@@ -95,19 +94,6 @@ def run_params(mapping: Mapping | None, source: str = "<run parameters>") -> Run
     """Validate a run parameter mapping; errors name ``source`` and the key."""
     return params_from_mapping(mapping, RunParams, source)
 
-
-def read_yaml(path: str | os.PathLike) -> Any:
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ParamsError(f"{path}: parameter file not found") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        raise ParamsError(f"{where}: not valid YAML: {getattr(err, 'problem', None) or err}") from None
 
 
 def load_run_mapping(path: str | os.PathLike) -> dict:

@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..errors import ParamsError
-from .spec import RunParams, load_run_mapping, read_yaml, run_params, section_fields, set_key
+from ..fileio import read_yaml
+from .spec import RunParams, load_run_mapping, run_params, section_fields, set_key
 
 __all__ = ["RunSpec", "Sweep", "load_sweep", "sweep_from_mapping", "normalise_key"]
 

@@ -106,6 +106,10 @@ def test_bad_keys_name_the_file_and_key(tmp_path, capsys):
     err = capsys.readouterr().err
     assert str(bad) in err and "train.epochz" in err
     assert not (tmp_path / "r").exists()
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("base: {data: {preset: tiny}}\naxes:\n  lr: [0.1]\n  lr: [0.2]\n")
+    with pytest.raises(ParamsError, match=r"twice\.yaml:4: duplicate key 'lr' \(first given on line 3\)"):
+        load_sweep(twice)
 
 
 def test_shipped_tiny_sweep_expands():
