@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Callable
 
 from dango_nb.errors import CheckpointError, DataFormatError, ParamsError, SourceMismatchError, UnknownGenesError
+from dango_nb.fileio import to_strict_json
 
 warnings.filterwarnings("ignore", category=DeprecationWarning, module="torch_geometric")
 
@@ -320,7 +321,7 @@ def _run_predict(args) -> int:
         msg["scored"] = int(n_scored)
     if len(table):
         msg["prediction_min"] = float(np.min(table["prediction"]))
-    print(json.dumps(msg))
+    print(json.dumps(to_strict_json(msg), allow_nan=False))
     return 0
 
 

@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from . import plots
-from .fileio import atomic_write_json, atomic_write_table
+from .fileio import atomic_write_json, atomic_write_table, to_strict_json
 from .schedules import SCHEDULES, get_schedule
 
 __all__ = ["AlphaCurve", "ScheduleRun", "fixed_batch", "OverfitRunner", "save_schedule_run", "ScheduleController",
@@ -313,7 +313,7 @@ class ScheduleWidget:
     # -- drawing
     def draw_alpha(self) -> None:
         self.alpha_plot.value = plots.figure_png(self.controller.alpha_figure(), dpi=self.alpha_dpi)
-        data = json.dumps(self.controller.alpha_curve.to_dict(), separators=(",", ":"))
+        data = json.dumps(to_strict_json(self.controller.alpha_curve.to_dict()), separators=(",", ":"), allow_nan=False)
         self.alpha_data.value = f"<code>{html.escape(data, quote=False)}</code>"
 
     def draw_results(self) -> None:

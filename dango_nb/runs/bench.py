@@ -35,7 +35,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from .executor import ray_session, run_many, sweep_specs
-    from .folder import strict, write_json
+    from ..fileio import atomic_write_json, to_strict_json
     from .sweep import load_sweep
 
     sweep = load_sweep(args.sweep)
@@ -77,8 +77,8 @@ def main(argv=None) -> int:
     # fast the fits themselves ran (on a shared machine that varies between the passes).
     rec["overhead_per_run_s"] = ((rec["wall_ray1_s"] - rec["fit_s_sum_ray1"])
                                  - (rec["wall_inline_s"] - rec["fit_s_sum_inline"])) / max(n, 1)
-    write_json(rec, args.out)
-    print(json.dumps(strict(rec), indent=2))
+    atomic_write_json(rec, args.out)
+    print(json.dumps(to_strict_json(rec), indent=2))
     return 0
 
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from ..fileio import read_json
 from .folder import is_complete, read_progress, request_of, train_run
 from .folder import check_same_request
 from .sweep import RunSpec
@@ -183,9 +184,7 @@ def run_many(specs: Sequence[RunSpec], *, workers: int | None = None, address: s
     for i, spec in enumerate(specs):  # complete folders first: a mismatch fails before any work
         if is_complete(spec.out):
             check_same_request(Path(spec.out), request_of(spec.params))
-            from .folder import _read_json
-
-            outcomes[i] = _outcome_from_record(spec, {**_read_json(Path(spec.out) / "run.json"), "skipped": True})
+            outcomes[i] = _outcome_from_record(spec, {**read_json(Path(spec.out) / "run.json"), "skipped": True})
             if on_result is not None:
                 on_result(outcomes[i])
         else:
@@ -304,8 +303,7 @@ def run_sweep(sweep, out: str | os.PathLike, **kwargs) -> SweepResult:
     written (the others as ``interrupted``) before the interrupt goes on."""
     import yaml
 
-    from ..fileio import atomic_write
-    from .folder import strict, write_json
+    from ..fileio import atomic_write, atomic_write_json, to_strict_json
     from .provenance import provenance
     from .results import results_table, write_results
     from .sweep import load_sweep
@@ -315,8 +313,8 @@ def run_sweep(sweep, out: str | os.PathLike, **kwargs) -> SweepResult:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_write(out / "sweep.yaml") as fh:
-        yaml.safe_dump(strict({"source": sweep.source, **sweep.to_dict()}), fh, sort_keys=False)
-    write_json(provenance(), out / "provenance.json")
+        yaml.safe_dump(to_strict_json({"source": sweep.source, **sweep.to_dict()}), fh, sort_keys=False)
+    atomic_write_json(provenance(), out / "provenance.json")
     specs = sweep_specs(sweep, out)
     axes = list(sweep.axes)
     done: dict[str, RunOutcome] = {}

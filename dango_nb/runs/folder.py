@@ -22,7 +22,6 @@ An interrupted run leaves only ``.<name>.partial``; running it again resumes fro
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import signal
@@ -36,11 +35,10 @@ import pandas as pd
 import yaml
 
 from ..errors import ParamsError
-from ..fileio import atomic_write, atomic_write_table
+from ..fileio import atomic_write, atomic_write_json, atomic_write_table, read_json, to_strict_json
 from .spec import RunParams, resolved_dict, run_params
 
-__all__ = ["MARKER", "RunFolder", "train_run", "is_complete", "partial_path", "read_progress", "request_of",
-           "write_json", "strict"]
+__all__ = ["MARKER", "RunFolder", "train_run", "is_complete", "partial_path", "read_progress", "request_of"]
 
 MARKER = "COMPLETE"
 PROGRESS_FILE = "progress.json"
@@ -51,35 +49,6 @@ FAULT_ENV = "DANGO_NB_FAULT_DIR"
 _IGNORED = (("train", "progress"),)
 
 _STUDIES: dict[str, Any] = {}
-
-
-# ------------------------------------------------------------------------------------------- JSON
-def strict(obj: Any) -> Any:
-    """``obj`` with NaN/inf floats as ``None`` and numpy scalars as Python values (JSON-safe)."""
-    if isinstance(obj, Mapping):
-        return {str(k): strict(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [strict(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
-def write_json(obj: Any, path: str | os.PathLike) -> None:
-    with atomic_write(path) as fh:
-        json.dump(strict(obj), fh, indent=2, sort_keys=True, allow_nan=False)
-        fh.write("\n")
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}:{err.lineno}: not valid JSON: {err.msg}") from None
 
 
 # ------------------------------------------------------------------------------------- locations
@@ -121,7 +90,7 @@ def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
 
 def check_same_request(path: Path, request: Mapping) -> None:
     """Raise :class:`ParamsError` when the complete run folder ``path`` was made with other parameters."""
-    info = _read_json(path / "run.json")
+    info = read_json(path / "run.json")
     diff = _differences(info.get("request", {}), dict(request))
     if diff:
         raise ParamsError(f"{path}: a complete run folder with other parameters is already there "
@@ -202,7 +171,7 @@ def _part_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
 
     if len(y) == 0:
         return {}
-    return strict(evaluate_metrics(y, pred))
+    return to_strict_json(evaluate_metrics(y, pred))
 
 
 def train_run(params: RunParams | Mapping, out: str | os.PathLike, *, run_id: str | None = None,
@@ -233,20 +202,20 @@ def train_run(params: RunParams | Mapping, out: str | os.PathLike, *, run_id: st
     request = request_of(params)
     if is_complete(out):
         check_same_request(out, request)
-        return {**_read_json(out / "run.json"), "skipped": True}
+        return {**read_json(out / "run.json"), "skipped": True}
     if out.exists():
         raise ValueError(f"{out}: exists but is not a complete run folder (no {MARKER}); remove it or "
                               "choose another output folder")
     partial = partial_path(out)
     if partial.exists():
         try:
-            old = _read_json(partial / "request.json")
+            old = read_json(partial / "request.json")
         except (OSError, ValueError):
             old = None
         if old != request:  # another configuration's unfinished attempt: start over
             shutil.rmtree(partial)
     partial.mkdir(parents=True, exist_ok=True)
-    write_json(request, partial / "request.json")
+    atomic_write_json(request, partial / "request.json")
 
     old_threads = torch.get_num_threads()
     if threads is not None:
@@ -257,7 +226,7 @@ def train_run(params: RunParams | Mapping, out: str | os.PathLike, *, run_id: st
         lambdas = resolve_lambdas(params, study)
         resolved = resolved_dict(params, lambdas)
         with atomic_write(partial / "params.yaml") as fh:
-            yaml.safe_dump(strict(resolved), fh, sort_keys=False)
+            yaml.safe_dump(to_strict_json(resolved), fh, sort_keys=False)
 
         triplets = study.triplets
         idx = triplets.indices.cpu().numpy()
@@ -281,7 +250,7 @@ def train_run(params: RunParams | Mapping, out: str | os.PathLike, *, run_id: st
         epochs = config.epochs
 
         def callback(epoch: int, row: dict) -> None:
-            write_json({"epoch": epoch + 1, "epochs": epochs, "val_pearson": row.get("val_pearson"),
+            atomic_write_json({"epoch": epoch + 1, "epochs": epochs, "val_pearson": row.get("val_pearson"),
                         "pid": os.getpid(), "time": time.time()}, partial / PROGRESS_FILE)
             if on_epoch is not None:
                 on_epoch(epoch, row)
@@ -312,7 +281,7 @@ def train_run(params: RunParams | Mapping, out: str | os.PathLike, *, run_id: st
 
         prov = provenance(device=str(result.device), seed=config.seed, source=getattr(study, "source", None))
         prov["torch"]["torch_threads"] = torch.get_num_threads()
-        write_json(prov, partial / "provenance.json")
+        atomic_write_json(prov, partial / "provenance.json")
         info = {
             "run_id": run_id, "request": request, "best_epoch": result.best_epoch,
             "epochs_run": int(len(result.history)), "stopped_early": bool(result.stopped_early),
@@ -320,14 +289,14 @@ def train_run(params: RunParams | Mapping, out: str | os.PathLike, *, run_id: st
             "n_train": int(len(train_rows)), "n_val": int(len(val_rows)), "n_test": int(len(test_rows)),
             "metrics": metrics_by_part, "started": started, "finished": time.time(),
         }
-        write_json(info, partial / "run.json")
+        atomic_write_json(info, partial / "run.json")
         with atomic_write(partial / "README.md") as fh:
-            fh.write(_summary_md(out.name, strict(info), resolved, info["synthetic"], study.label))
+            fh.write(_summary_md(out.name, to_strict_json(info), resolved, info["synthetic"], study.label))
         (partial / PROGRESS_FILE).unlink(missing_ok=True)
         (partial / "request.json").unlink(missing_ok=True)
-        write_json({"finished": info["finished"], "run_id": run_id}, partial / MARKER)
+        atomic_write_json({"finished": info["finished"], "run_id": run_id}, partial / MARKER)
         os.replace(partial, out)
-        return {**strict(info), "skipped": False}
+        return {**to_strict_json(info), "skipped": False}
     finally:
         if threads is not None:
             torch.set_num_threads(old_threads)
@@ -351,7 +320,7 @@ class RunFolder:
 
     @property
     def info(self) -> dict:
-        return _read_json(self.path / "run.json")
+        return read_json(self.path / "run.json")
 
     @property
     def params(self) -> dict:
@@ -359,7 +328,7 @@ class RunFolder:
 
     @property
     def provenance(self) -> dict:
-        return _read_json(self.path / "provenance.json")
+        return read_json(self.path / "provenance.json")
 
     @property
     def history(self) -> pd.DataFrame:
