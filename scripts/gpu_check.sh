@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# The whole GPU check in one run (under 9 minutes on one H100/H200), from the repo root:
+#   bash scripts/gpu_check.sh            # on the device, with .whl/ carried (scripts/fetch_device_wheels.sh)
+#   DANGO_GPU_CHECK_DRY=1 bash scripts/gpu_check.sh   # the same steps on the CPU, tiny preset, no wheels
+# Writes to $OUT (default ./gpu_check_out): summary.json, one log per step, bench_*.json.
+# Each step has its own time budget; a step that fails or runs out is recorded and the next runs.
+set -uo pipefail
+OUT=${OUT:-$PWD/gpu_check_out}
+mkdir -p "$OUT"
+DRY=${DANGO_GPU_CHECK_DRY:-0}
+PY=${PY:-python3}
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+if [[ "$DRY" == 1 ]]; then
+  DEVICE=cpu PRESET=tiny BENCH_EXTRA="--hidden-channels 16 --split-steps 3" PARAMS=params/tiny
+  B_TESTS=120 B_BENCH=120 B_FIT=120 B_SWEEP=60 B_REPORT=300
+else
+  DEVICE=cuda PRESET=kuzmin BENCH_EXTRA="" PARAMS=params/gpu
+  B_TESTS=120 B_BENCH=100 B_FIT=100 B_SWEEP=60 B_REPORT=150
+  if ls .whl/*.whl >/dev/null 2>&1; then
+    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+      > "$OUT/wheels.log" 2>&1 || echo "wheel install failed (see wheels.log)" >&2
+    export PYTHONPATH="$PYTHONPATH:/tmp/site"  # after the machine's own packages: its torch stays
+  fi
+fi
+export DANGO_DATA_DIR=${DANGO_DATA_DIR:-/tmp/dango_data}
+STEPS=()
+
+step() {  # step NAME BUDGET_S COMMAND...
+  local name=$1 budget=$2; shift 2
+  local t0=$SECONDS rc
+  echo "== $name (budget ${budget}s)"
+  timeout -k 5 "$budget" "$@" > "$OUT/$name.log" 2>&1
+  rc=$?
+  local dt=$((SECONDS - t0))
+  echo "   rc=$rc in ${dt}s"
+  STEPS+=("{\"step\": \"$name\", \"rc\": $rc, \"wall_s\": $dt, \"budget_s\": $budget, \"timed_out\": $([[ $rc == 124 || $rc == 137 ]] && echo true || echo false)}")
+}
+
+$PY - > "$OUT/env.json" 2>&1 <<'PYEOF'
+import json, platform, torch, torch_geometric
+print(json.dumps({"torch": torch.__version__, "cuda": torch.version.cuda, "pyg": torch_geometric.__version__,
+                  "python": platform.python_version(),
+                  "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}))
+PYEOF
+
+if [[ "$DRY" == 1 ]]; then
+  step tests "$B_TESTS" $PY -m pytest -q -rs -s -m cuda tests/cuda  # skipped on the CPU, with the reason
+else
+  step tests "$B_TESTS" $PY -m pytest -q -rs -s -m cuda tests/cuda
+fi
+step bench "$B_BENCH" $PY -m dango_nb.bench --preset "$PRESET" --device "$DEVICE" --batch-sizes 256,1024 \
+  --out "$OUT/bench.json" $BENCH_EXTRA
+
+step fit "$B_FIT" $PY - "$PRESET" "$DEVICE" "$OUT/fit.json" <<'PYEOF'
+import json, sys, time
+import torch
+from dango_nb.data.study import load_study
+from dango_nb.fileio import atomic_write_json
+from dango_nb.train import TrainConfig, fit
+
+preset, device, out = sys.argv[1:4]
+study = load_study(preset, seed=0)
+t = study.triplets
+perm = torch.randperm(len(t), generator=torch.Generator().manual_seed(0))
+n_tr, n_va = int(0.8 * len(t)), int(0.1 * len(t))
+train, val = t.subset(perm[:n_tr]), t.subset(perm[n_tr:n_tr + n_va])
+planted = (study.ground_truth or {}).get("planted_lambda") or {}
+lambdas = {et[1]: float(planted.get(et[1].rsplit("_", 1)[-1], 1.0)) for et in study.cell_graph.edge_types}
+cfg = TrainConfig(epochs=60, batch_size=256, transition_epoch=5, early_stopping_patience=5, device=device,
+                  progress=False, model={"hidden_channels": 64} if preset != "tiny" else {"hidden_channels": 16})
+t0 = time.perf_counter()
+res = fit(study.cell_graph, train, val, cfg, lambdas)
+wall = time.perf_counter() - t0
+h = res.history
+best = int(res.best_epoch)
+to_best = float(h["time_s"].iloc[: best + 1].sum())
+peak = torch.cuda.max_memory_allocated() / 1024 ** 3 if torch.cuda.is_available() and device != "cpu" else None
+r = {"preset": preset, "device": device, "epochs_run": len(h), "best_epoch": best,
+     "best_val_pearson": float(h["val_pearson"].iloc[best]), "time_to_best_s": to_best, "fit_wall_s": wall,
+     "median_epoch_s": float(h["time_s"].median()), "stopped_early": bool(res.stopped_early), "peak_cuda_gb": peak}
+atomic_write_json(r, out)
+print(json.dumps(r))
+PYEOF
+
+if $PY -m dango_nb sweep --help > /dev/null 2>&1; then
+  step sweep "$B_SWEEP" $PY -m dango_nb sweep --params "$PARAMS" --fits 8 --gpus-per-fit 0.25 --out "$OUT/sweep"
+else
+  echo "== sweep: skipped (no 'dango-nb sweep' command in this version)"
+  STEPS+=("{\"step\": \"sweep\", \"rc\": null, \"skipped\": \"no dango-nb sweep command\"}")
+fi
+
+step report "$B_REPORT" $PY -m dango_nb.report --params "$PARAMS" --out "$OUT/report"
+# only files two folders down come back: keep the report's summary files, drop the rest
+find "$OUT/report" -mindepth 2 -type f -delete 2>/dev/null
+( cd "$OUT" && tar czf report.tgz report 2>/dev/null && rm -rf report )
+
+{
+  echo "{\"dry\": $([[ $DRY == 1 ]] && echo true || echo false), \"device\": \"$DEVICE\", \"preset\": \"$PRESET\","
+  echo " \"env\": $(cat "$OUT/env.json" | tail -1),"
+  echo " \"steps\": ["
+  sep=""
+  for s in "${STEPS[@]}"; do echo "  $sep$s"; sep=","; done
+  echo " ]}"
+} > "$OUT/summary.json"
+cat "$OUT/summary.json"
