@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from torch_geometric.nn import SAGEConv
 from torch_geometric.nn.resolver import activation_resolver
 
-from dango_nb.models.sparse import SparseRows, gather_rows, quiet_sparse
+from dango_nb.models.sparse import SparseRows, gather_rows, gather_rows_many, quiet_sparse
 
 __all__ = ["EdgeType", "normalize_edge_types", "resolve_activation", "GraphInputs", "prepare_graph",
            "DangoPreTrain"]
@@ -162,6 +162,11 @@ class GraphInputs:
     def target_rows(self, edge_type: EdgeType, rows: Tensor) -> SparseRows:
         """Reconstruction targets: rows ``rows`` (R,) of ``edge_type``'s adjacency."""
         return gather_rows(self.adj[edge_type], rows)
+
+    def target_rows_all(self, rows: Tensor) -> dict[EdgeType, SparseRows]:
+        """:meth:`target_rows` of every channel, with one host read for all their sizes (one per
+        channel otherwise: each is a device sync on CUDA)."""
+        return dict(zip(self.edge_types, gather_rows_many([self.adj[et] for et in self.edge_types], rows)))
 
 
 def prepare_graph(cell_graph, edge_types, device=None, dtype: torch.dtype = torch.float32) -> GraphInputs:
@@ -331,10 +336,14 @@ class DangoPreTrain(nn.Module):
         need = torch.zeros(c * n, dtype=torch.bool, device=x.device)
         need[sl.col] = True
         need[out_rows] = True
-        k_idx = need.nonzero().squeeze(1)  # sorted: channel-major, genes ascending
+        sizes = need.view(c, n).sum(1).tolist()  # the one host read here: K per channel
+        # sorted: channel-major, genes ascending; the known size makes nonzero sync-free on CUDA
+        try:
+            k_idx = torch.nonzero_static(need, size=sum(sizes)).squeeze(1)
+        except (NotImplementedError, RuntimeError):  # a backend without it
+            k_idx = need.nonzero().squeeze(1)
         lut = torch.full((c * n,), -1, dtype=torch.long, device=x.device)
         lut[k_idx] = torch.arange(k_idx.numel(), device=x.device)
-        sizes = torch.bincount(torch.div(k_idx, n, rounding_mode="floor"), minlength=c).tolist()
 
         # layer 1 on the K (channel, gene) pairs layer 2 reads
         wl, bl, wr = self._stack(self.conv1)
