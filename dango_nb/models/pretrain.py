@@ -56,15 +56,23 @@ def normalize_edge_types(edge_types) -> list[EdgeType]:
     return out
 
 
+# Sparse products run in float32 under CUDA autocast (bf16 runs): cuSPARSE takes no mixed
+# bfloat16/float32 operands; backward runs in the forward's autocast state.
+_FP32_FWD = torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)
+_BWD = torch.amp.custom_bwd(device_type="cuda")
+
+
 class _SpMM(torch.autograd.Function):
     """``A @ X`` for a CSR ``A`` whose transpose ``At`` is precomputed (backward = ``At @ G``)."""
 
     @staticmethod
+    @_FP32_FWD
     def forward(ctx, a: Tensor, at: Tensor, x: Tensor) -> Tensor:
         ctx.at = at
         return torch.sparse.mm(a, x)
 
     @staticmethod
+    @_BWD
     def backward(ctx, grad: Tensor):
         gx = torch.sparse.mm(ctx.at, grad.contiguous()) if ctx.needs_input_grad[2] else None
         return None, None, gx
@@ -75,12 +83,14 @@ class _SpMMRows(torch.autograd.Function):
     copies the gradient into its rows (no accumulating scatter, which is slow on CPU) then ``At @ G``."""
 
     @staticmethod
+    @_FP32_FWD
     def forward(ctx, a: Tensor, at: Tensor, x: Tensor, rows: Tensor) -> Tensor:
         ctx.at, ctx.num_rows = at, a.size(0)
         ctx.save_for_backward(rows)
         return torch.sparse.mm(a, x)[rows]
 
     @staticmethod
+    @_BWD
     def backward(ctx, grad: Tensor):
         if not ctx.needs_input_grad[2]:
             return None, None, None, None
@@ -94,6 +104,7 @@ class _RowSpMM(torch.autograd.Function):
     stable sort of its ``nnz`` column indices (cheaper than torch's generic CSR transpose here)."""
 
     @staticmethod
+    @_FP32_FWD
     def forward(ctx, crow: Tensor, col: Tensor, val: Tensor, x: Tensor) -> Tensor:
         with quiet_sparse():
             a = torch.sparse_csr_tensor(crow, col, val, (crow.numel() - 1, x.size(0)))
@@ -102,6 +113,7 @@ class _RowSpMM(torch.autograd.Function):
         return torch.sparse.mm(a, x)
 
     @staticmethod
+    @_BWD
     def backward(ctx, grad: Tensor):
         if not ctx.needs_input_grad[3]:
             return None, None, None, None

@@ -172,7 +172,8 @@ class DeviceGuard:
         new = any_bad & (self.first < 0)
         self.first = torch.where(new, torch.full_like(self.first, step), self.first)
         self.what = torch.where(new, which, self.what)
-        self.value = torch.where(new, torch.stack(values)[which], self.value)
+        picked = torch.stack(values).index_select(0, which.view(1)).squeeze(0)  # no 0-d tensor index: that syncs
+        self.value = torch.where(new, picked, self.value)
 
     def reference(self) -> dict[str, float]:
         rec, inter = self.ref.tolist()
