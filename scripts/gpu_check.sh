@@ -5,6 +5,7 @@
 # Writes to $OUT (default ./gpu_check_out) at most 8 files: summary.json (every step's status and
 # numbers), bench.json, fit.json, report.tgz (the report's top-level files), logs.tgz (one log per step).
 # Each step has its own time budget; a step that fails or runs out is recorded and the next runs.
+# DANGO_GPU_CHECK_STEPS=tests,bench,fit,sweep,report (the default) runs a subset.
 set -uo pipefail
 OUT=${OUT:-$PWD/gpu_check_out}
 mkdir -p "$OUT"
@@ -13,10 +14,10 @@ PY=${PY:-python3}
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 if [[ "$DRY" == 1 ]]; then
   DEVICE=cpu PRESET=tiny BENCH_EXTRA="--hidden-channels 16 --split-steps 3" PARAMS=params/tiny
-  B_TESTS=120 B_BENCH=120 B_FIT=120 B_SWEEP=60 B_REPORT=300
+  B_TESTS=120 B_BENCH=120 B_FIT=120 B_SWEEP=60 B_REPORT=300 FIT_EPOCHS=12
 else
   DEVICE=cuda PRESET=kuzmin BENCH_EXTRA="" PARAMS=params/gpu
-  B_TESTS=110 B_BENCH=90 B_FIT=100 B_SWEEP=60 B_REPORT=170  # 530 s in all
+  B_TESTS=110 B_BENCH=90 B_FIT=100 B_SWEEP=60 B_REPORT=170 FIT_EPOCHS=60  # 530 s in all
   if ls .whl/*.whl >/dev/null 2>&1; then
     $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
       > "$OUT/wheels.log" 2>&1 || echo "wheel install failed (see wheels.log)" >&2
@@ -25,9 +26,14 @@ else
 fi
 export DANGO_DATA_DIR=${DANGO_DATA_DIR:-/tmp/dango_data}
 STEPS=()
+WANT=",${DANGO_GPU_CHECK_STEPS:-tests,bench,fit,sweep,report},"
 
 step() {  # step NAME BUDGET_S COMMAND...
   local name=$1 budget=$2; shift 2
+  if [[ "$WANT" != *",$name,"* ]]; then
+    STEPS+=("{\"step\": \"$name\", \"rc\": null, \"skipped\": \"not in DANGO_GPU_CHECK_STEPS\"}")
+    return
+  fi
   local t0=$SECONDS rc
   echo "== $name (budget ${budget}s)"
   timeout -k 5 "$budget" "$@" > "$OUT/$name.log" 2>&1
@@ -52,14 +58,14 @@ fi
 step bench "$B_BENCH" $PY -m dango_nb.bench --preset "$PRESET" --device "$DEVICE" --batch-sizes 256,1024 \
   --out "$OUT/bench.json" $BENCH_EXTRA
 
-step fit "$B_FIT" $PY - "$PRESET" "$DEVICE" "$OUT/fit.json" "$((B_FIT - 25))" <<'PYEOF'
+step fit "$B_FIT" $PY - "$PRESET" "$DEVICE" "$OUT/fit.json" "$((B_FIT - 25))" "$FIT_EPOCHS" <<'PYEOF'
 import json, sys, time
 import torch
 from dango_nb.data.study import load_study
 from dango_nb.fileio import atomic_write_json
 from dango_nb.train import Callback, TrainConfig, fit
 
-preset, device, out, budget = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+preset, device, out, budget, epochs = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), int(sys.argv[5])
 
 
 class Budget(Callback):
@@ -81,7 +87,7 @@ n_tr, n_va = int(0.8 * len(t)), int(0.1 * len(t))
 train, val = t.subset(perm[:n_tr]), t.subset(perm[n_tr:n_tr + n_va])
 planted = (study.ground_truth or {}).get("planted_lambda") or {}
 lambdas = {et[1]: float(planted.get(et[1].rsplit("_", 1)[-1], 1.0)) for et in study.cell_graph.edge_types}
-cfg = TrainConfig(epochs=60, batch_size=256, transition_epoch=5, early_stopping_patience=5, device=device,
+cfg = TrainConfig(epochs=epochs, batch_size=256, transition_epoch=5, early_stopping_patience=5, device=device,
                   progress=False, model={"hidden_channels": 64} if preset != "tiny" else {"hidden_channels": 16})
 t0 = time.perf_counter()
 stop = Budget()
@@ -99,7 +105,9 @@ atomic_write_json(r, out)
 print(json.dumps(r))
 PYEOF
 
-if $PY -m dango_nb sweep --help > /dev/null 2>&1; then
+if [[ "$WANT" != *",sweep,"* ]]; then
+  STEPS+=("{\"step\": \"sweep\", \"rc\": null, \"skipped\": \"not in DANGO_GPU_CHECK_STEPS\"}")
+elif $PY -m dango_nb sweep --help > /dev/null 2>&1; then
   step sweep "$B_SWEEP" $PY -m dango_nb sweep --params "$PARAMS" --fits 8 --gpus-per-fit 0.25 --out "$OUT/sweep"
 else
   echo "== sweep: skipped (no 'dango-nb sweep' command in this version)"
@@ -107,8 +115,12 @@ else
 fi
 
 step report "$B_REPORT" $PY -m dango_nb.report --params "$PARAMS" --out "$OUT/report"
-# only files two folders down come back, 8 at most: the report's top-level files and the logs go in two archives
-( cd "$OUT" && find report -mindepth 2 -type f -delete 2>/dev/null; tar czf report.tgz report 2>/dev/null; rm -rf report )
+# only files two folders down come back, 8 at most: the report and the logs go in two archives
+# (the report's sub-folders are left out if the archive would pass 15 MiB)
+if [[ -d "$OUT/report" ]]; then
+  ( cd "$OUT" && tar czf report.tgz report && if (( $(stat -c %s report.tgz) > 15728640 )); then
+      find report -mindepth 2 -type f -delete; tar czf report.tgz report; fi; rm -rf report )
+fi
 
 $PY - "$OUT" "$DRY" "$DEVICE" "$PRESET" "${STEPS[@]}" > "$OUT/summary.json" <<'PYEOF'
 import json, os, re, sys
