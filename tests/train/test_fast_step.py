@@ -3,6 +3,7 @@
 step with the same numbers as the per-step check."""
 
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -166,12 +167,8 @@ def test_cublas_workspace_is_set_for_cuda_unless_the_user_set_it(monkeypatch):
     with deterministic_kernels(torch.device("cpu")):
         pass
     if not torch.cuda.is_initialized():
-        import os
-
         assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ  # a CPU run leaves the environment alone
     with deterministic_kernels(torch.device("cuda")):
-        import os
-
         assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == CUBLAS_WORKSPACE_CONFIG == ":4096:8"
     monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")
     with deterministic_kernels(torch.device("cuda")):
