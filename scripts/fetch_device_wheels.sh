@@ -5,8 +5,8 @@
 # The machine already has numpy, pandas, scipy, scikit-learn, matplotlib, seaborn, pyarrow, tqdm,
 # pyyaml, pytest, jinja2, markupsafe, pygments, requests, click, attrs, psutil, aiohttp, torch, PyG.
 #
-#   scripts/fetch_device_wheels.sh            # ~15 MiB
-#   WITH_RAY=1 scripts/fetch_device_wheels.sh # adds ray (its wheel alone is ~70 MiB: too big to
+#   scripts/fetch_device_wheels.sh            # 46 wheels, 17 MiB
+#   WITH_RAY=1 scripts/fetch_device_wheels.sh # adds ray (ray 2.60.0 alone is 76 MiB: too big to
 #                                             # carry with the 64 MiB working-tree limit)
 set -euo pipefail
 cd "$(dirname "$0")/.."
