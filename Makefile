@@ -7,6 +7,9 @@ PYTHON := $(BIN)/python
 TORCH_VERSION := 2.13.0
 PARAMS ?= params
 STAMP := $(VENV)/.installed
+# make bench DEVICE=cuda BATCH_SIZES=256,1024
+DEVICE ?= auto
+BATCH_SIZES ?= 256
 
 .PHONY: install test report bench bench-sweep lab test-ui clean
 
@@ -30,7 +33,7 @@ report: install
 	$(PYTHON) -m dango_nb.report --params $(PARAMS) --out reports
 
 bench: install
-	$(PYTHON) -m dango_nb.bench --out reports/bench.json
+	$(PYTHON) -m dango_nb.bench --out reports/bench.json --device $(DEVICE) --batch-sizes $(BATCH_SIZES)
 
 # Sweep execution: Ray start-up, per-task overhead, 1 vs 2 workers (the 40-fit `small` sweep by
 # default; e.g. BENCH_SWEEP_ARGS="--limit 6 --epochs 3" for a short one).

@@ -2,7 +2,7 @@
 preset (6,400 genes, STRING-v9.1-size channels, ~93k triplets) and write ``reports/bench.json``.
 
     python -m dango_nb.bench --out reports/bench.json [--preset kuzmin] [--threads 2] [--device auto]
-                             [--epochs 1] [--batch-size 256] [--profile]
+                             [--epochs 1] [--batch-size 256] [--batch-sizes 256,1024] [--profile]
 
 Idle OpenMP threads are set to sleep (``OMP_WAIT_POLICY=PASSIVE`` unless already set), which
 keeps multi-threaded timings sane on a shared machine. The study is the embedded synthetic
@@ -15,6 +15,12 @@ expensive kind of step, timed by the training loop itself); the validation pass 
 separately (``eval_s``). With ``--epochs
 N`` the median epoch is reported and every epoch's time is kept. ``--profile`` adds the operators
 that dominate a step of the training loop (``TrainingLoop.step``, torch.profiler) to the report.
+
+Every run also reports the step's time split (``step_split_ms``: forward incl. losses, backward
+incl. gradient clipping, optimiser) over a few further steps, timed with CUDA events on CUDA and
+``perf_counter`` on the CPU, and on CUDA the peak GPU memory (``peak_cuda_gb``,
+``torch.cuda.max_memory_allocated``). ``--batch-sizes 256,1024`` repeats the training epoch (and
+the split) at each batch size (``by_batch_size``); the top-level numbers are those of the first.
 """
 
 from __future__ import annotations
@@ -60,6 +66,9 @@ def _parse(argv=None) -> argparse.Namespace:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--epochs", type=int, default=1, help="timed epochs of each kind (median reported)")
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="triplets per training step")
+    p.add_argument("--batch-sizes", default=None,
+                   help="comma-separated batch sizes to time the training epoch at (first = --batch-size)")
+    p.add_argument("--split-steps", type=int, default=20, help="steps timed for the forward/backward/optimiser split")
     p.add_argument("--pretrain-batch-size", type=int, default=None,
                    help="genes per pre-training step (default: same as --batch-size)")
     p.add_argument("--hidden-channels", type=int, default=64)
@@ -71,7 +80,76 @@ def _parse(argv=None) -> argparse.Namespace:
         p.error("batch sizes must be at least 1")
     if args.threads is not None and args.threads < 1:
         p.error("--threads must be at least 1")
+    if args.batch_sizes is not None:
+        try:
+            sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
+        except ValueError:
+            p.error(f"--batch-sizes: expected comma-separated integers, got {args.batch_sizes!r}")
+        if not sizes or min(sizes) < 1:
+            p.error("--batch-sizes: batch sizes must be at least 1")
+        args.batch_size, args.batch_sizes = sizes[0], sizes
+    else:
+        args.batch_sizes = [args.batch_size]
+    if args.split_steps < 1:
+        p.error("--split-steps must be at least 1")
     return args
+
+
+def _step_split(res, graph, train, config, lambdas, steps: int) -> dict[str, float]:
+    """Mean milliseconds per step of the forward pass (with the losses), the backward pass (with
+    gradient clipping) and the optimiser step, over ``steps`` steps of
+    :meth:`~dango_nb.train.TrainingLoop.step` continuing from ``res.model``. CUDA events on CUDA
+    (no sync between the phases), ``perf_counter`` on the CPU."""
+    import torch
+
+    from dango_nb.schedules import get_schedule
+    from dango_nb.train import TrainingLoop, TripletEpochs
+
+    cfg = config.replace(epochs=1, checkpoint_dir=None, progress=False)
+    loop = TrainingLoop(graph, TripletEpochs(train), None, cfg, lambdas, get_schedule("PaperTwoStage", 0),
+                        model=res.model)
+    if loop.guard_every > 0:
+        from dango_nb.train.loop import DeviceGuard
+
+        loop.guard = DeviceGuard(loop.device, cfg.divergence_factor, loop.loss_reference)
+    batches = loop.source.batches(loop.generator)
+    loop.model.train()
+    cuda = loop.device.type == "cuda"
+    marks: list = []
+
+    def timer(name: str) -> None:
+        if cuda:
+            ev = torch.cuda.Event(enable_timing=True)
+            ev.record()
+            marks.append((name, ev))
+        else:
+            marks.append((name, time.perf_counter()))
+
+    loop.step(next(batches), 0, 0, 1.0)  # warm-up
+    totals = {"forward": 0.0, "backward": 0.0, "optimizer": 0.0}
+    done = 0
+    for i in range(steps):
+        try:
+            batch = next(batches)
+        except StopIteration:
+            break
+        marks.clear()
+        timer("start")
+        loop.step(batch, 0, i + 1, 1.0, timer=timer)
+        if cuda:
+            marks[-1][1].synchronize()
+            for (_, a), (name, b) in zip(marks, marks[1:]):
+                totals[name] += a.elapsed_time(b)
+        else:
+            for (_, a), (name, b) in zip(marks, marks[1:]):
+                totals[name] += (b - a) * 1000.0
+        done += 1
+    if loop.guard is not None:
+        loop.guard.check(loop, 0)
+    out = {k: v / max(done, 1) for k, v in totals.items()}
+    out["total"] = sum(out.values())
+    out["steps"] = done
+    return out
 
 
 def _profile_steps(res, graph, train, config, lambdas, steps: int = 5) -> list[dict]:
@@ -157,19 +235,40 @@ def main(argv=None) -> dict:
     setup_s = pre_total - sum(pre_times)  # model construction + sparse graph inputs (once per run)
 
     # training: both losses trained in every step
-    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, schedule="PaperTwoStage",
-                      transition_epoch=0, **common)
-    c0 = time.process_time()
-    res = fit(graph, train, None, cfg, lambdas)
-    train_cpu = time.process_time() - c0
-    train_times = res.history["time_s"].tolist()
-    t0 = time.perf_counter()
-    val_metrics = evaluate(res.model, graph, val, res.scaler)
-    eval_s = time.perf_counter() - t0
+    runs = []
+    for bs in args.batch_sizes:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+        cfg = TrainConfig(epochs=args.epochs, batch_size=bs, schedule="PaperTwoStage",
+                          transition_epoch=0, **common)
+        c0 = time.process_time()
+        res = fit(graph, train, None, cfg, lambdas)
+        train_cpu = time.process_time() - c0
+        train_times = res.history["time_s"].tolist()
+        t0 = time.perf_counter()
+        val_metrics = evaluate(res.model, graph, val, res.scaler)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        eval_s = time.perf_counter() - t0
+        split = _step_split(res, graph, train, cfg, lambdas, args.split_steps)
+        epoch_s = statistics.median(train_times)
+        run = {"batch_size": bs, "train_epoch_s": epoch_s, "train_epoch_times_s": train_times,
+               "train_steps_per_epoch": -(-len(train) // bs), "triplets_per_s": len(train) / epoch_s,
+               "train_cpu_s_per_epoch": train_cpu / args.epochs, "eval_s": eval_s,
+               "val_pearson_after_timed_epochs": val_metrics["pearson"], "step_split_ms": split,
+               "peak_cuda_gb": (torch.cuda.max_memory_allocated(device) / 1024 ** 3
+                                if device.type == "cuda" else None)}
+        runs.append((run, res, cfg))
+    first, res, cfg = runs[0]
+    train_times, train_cpu, eval_s = first["train_epoch_times_s"], first["train_cpu_s_per_epoch"] * args.epochs, \
+        first["eval_s"]
+    val_metrics = {"pearson": first["val_pearson_after_timed_epochs"]}
 
     profile_top = None
     if args.profile:
         profile_top = _profile_steps(res, graph, train, cfg, lambdas)
+    by_batch_size = [r for r, _, _ in runs]
 
     pretrain_epoch_s = statistics.median(pre_times)
     train_epoch_s = statistics.median(train_times)
@@ -214,10 +313,13 @@ def main(argv=None) -> dict:
         "train_cpu_s_per_epoch": train_cpu / args.epochs,
         "val_pearson_after_timed_epochs": val_metrics["pearson"],
         "peak_rss_gb": _peak_rss_gb(),
+        "step_split_ms": first["step_split_ms"],
+        "by_batch_size": by_batch_size,
         "targets": TARGETS,
     }
     if device.type == "cuda":
-        report["peak_cuda_gb"] = torch.cuda.max_memory_allocated(device) / 1024 ** 3
+        report["peak_cuda_gb"] = max(r["peak_cuda_gb"] for r in by_batch_size)
+        report["cuda_version"] = torch.version.cuda
     report["meets_targets"] = {k: report[k] <= v for k, v in TARGETS.items()}
     if profile_top is not None:
         report["profile_top_ops"] = profile_top
@@ -248,6 +350,12 @@ def _print_table(r: dict, out: str) -> None:
         lines.append(f"  {name:<22}{value:>12.2f}  {tgt:>8}  {ok}")
     lines.append(f"  batch_size {r['batch_size']} ({r['train_steps_per_epoch']} steps/epoch), pretrain batch "
                  f"{r['pretrain_batch_size']} genes, hidden_channels {r['hidden_channels']}")
+    for b in r.get("by_batch_size", []):
+        sp = b["step_split_ms"]
+        mem = "" if b["peak_cuda_gb"] is None else f", peak GPU {b['peak_cuda_gb']:.2f} GiB"
+        lines.append(f"  batch {b['batch_size']:>5}: epoch {b['train_epoch_s']:.2f} s, {b['triplets_per_s']:.0f} "
+                     f"triplets/s; step {sp['total']:.1f} ms = forward {sp['forward']:.1f} + backward "
+                     f"{sp['backward']:.1f} + optimiser {sp['optimizer']:.1f}{mem}")
     for op in r.get("profile_top_ops", [])[:10]:
         lines.append(f"    {op['op']:<40}{op['ms_per_step']:>9.1f} ms/step  {100 * op['share']:5.1f}%")
     lines.append(f"  written to {out}")

@@ -56,11 +56,18 @@ def weighted_mse(pred: Tensor, target: Tensor, lam: float) -> Tensor:
     return ((pred - target) ** 2 * w).mean()
 
 
+# Sparse products run in float32 under CUDA autocast (bf16 runs): cuSPARSE takes no mixed
+# bfloat16/float32 operands; backward runs in the forward's autocast state.
+_FP32_FWD = torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)
+_BWD = torch.amp.custom_bwd(device_type="cuda")
+
+
 class _SampledDot(torch.autograd.Function):
     """``(z @ w.T)`` at a CSR pattern (SDDMM) with a sparse-times-dense backward (~2x faster on CPU
     than the built-in backward of ``sampled_addmm``)."""
 
     @staticmethod
+    @_FP32_FWD
     def forward(ctx, crow: Tensor, col: Tensor, z: Tensor, w: Tensor) -> Tensor:
         shape = (z.size(0), w.size(0))
         with quiet_sparse():
@@ -70,6 +77,7 @@ class _SampledDot(torch.autograd.Function):
         return p
 
     @staticmethod
+    @_BWD
     def backward(ctx, grad: Tensor):
         crow, col, z, w = ctx.saved_tensors
         with quiet_sparse():
@@ -169,13 +177,15 @@ def interaction_loss(pred: Tensor, target: Tensor, kind: str = "logcosh") -> Ten
         pred, target: ``(B,)``. NaN targets are ignored; an all-NaN batch gives 0 with zero gradient.
     """
     mask = finite_mask(target)
-    diff = pred[mask] - target[mask]
+    # masked by value, not by boolean indexing: fixed shapes, so no host sync on CUDA
+    diff = pred - torch.where(mask, target, torch.zeros_like(target))
     if kind == "logcosh":
         err = log_cosh(diff)
     elif kind == "mse":
         err = diff * diff
     else:
         raise ValueError(f"unknown interaction loss {kind!r}; expected 'logcosh' or 'mse'")
+    err = torch.where(mask, err, torch.zeros_like(err))  # masked entries add exactly 0 and get 0 gradient
     # no host sync: an all-NaN batch gives 0 / 1 = 0 and a zero gradient
     return err.sum() / mask.sum().clamp(min=1).to(err.dtype)
 

@@ -261,6 +261,7 @@ class Dango(nn.Module):
             idx = triplet_indices.to(device=device, dtype=torch.long)
             if idx.dim() != 2 or idx.size(1) != 3:
                 raise ValueError(f"triplet_indices must be (B, 3), got {tuple(idx.shape)}")
+        default_rows = reconstruction and recon_rows is None and idx is not None
         if not reconstruction:
             recon_rows = torch.zeros(0, dtype=torch.long, device=device)
         elif recon_rows is None:
@@ -269,7 +270,10 @@ class Dango(nn.Module):
 
         if local:
             used = recon_rows if idx is None else torch.cat([idx.reshape(-1), recon_rows])
-            genes, inverse = torch.unique(used, return_inverse=True)
+            if default_rows:  # the genes are recon_rows (sorted, unique): no second unique (a host sync on CUDA)
+                genes, inverse = recon_rows, torch.searchsorted(recon_rows, used)
+            else:
+                genes, inverse = torch.unique(used, return_inverse=True)
             stacked = self.pretrain(inputs, genes)  # (C, G, H), forward_rows
             integrated, weights = self.meta(stacked)
             emb = dict(zip(self.edge_types, stacked.unbind(0)))
@@ -291,6 +295,6 @@ class Dango(nn.Module):
             recon_rows=recon_rows,
             recon_embeddings={et: emb[et][recon_pos] for et in self.edge_types},
             recon_heads={et: self.pretrain.head(et) for et in self.edge_types},
-            recon_targets={et: inputs.target_rows(et, recon_rows) for et in self.edge_types},
+            recon_targets=inputs.target_rows_all(recon_rows),
             embedding_rows=genes,
         )

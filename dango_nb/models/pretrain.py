@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from torch_geometric.nn import SAGEConv
 from torch_geometric.nn.resolver import activation_resolver
 
-from dango_nb.models.sparse import SparseRows, gather_rows, quiet_sparse
+from dango_nb.models.sparse import SparseRows, gather_rows, gather_rows_many, quiet_sparse
 
 __all__ = ["EdgeType", "normalize_edge_types", "resolve_activation", "GraphInputs", "prepare_graph",
            "DangoPreTrain"]
@@ -56,15 +56,23 @@ def normalize_edge_types(edge_types) -> list[EdgeType]:
     return out
 
 
+# Sparse products run in float32 under CUDA autocast (bf16 runs): cuSPARSE takes no mixed
+# bfloat16/float32 operands; backward runs in the forward's autocast state.
+_FP32_FWD = torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)
+_BWD = torch.amp.custom_bwd(device_type="cuda")
+
+
 class _SpMM(torch.autograd.Function):
     """``A @ X`` for a CSR ``A`` whose transpose ``At`` is precomputed (backward = ``At @ G``)."""
 
     @staticmethod
+    @_FP32_FWD
     def forward(ctx, a: Tensor, at: Tensor, x: Tensor) -> Tensor:
         ctx.at = at
         return torch.sparse.mm(a, x)
 
     @staticmethod
+    @_BWD
     def backward(ctx, grad: Tensor):
         gx = torch.sparse.mm(ctx.at, grad.contiguous()) if ctx.needs_input_grad[2] else None
         return None, None, gx
@@ -75,12 +83,14 @@ class _SpMMRows(torch.autograd.Function):
     copies the gradient into its rows (no accumulating scatter, which is slow on CPU) then ``At @ G``."""
 
     @staticmethod
+    @_FP32_FWD
     def forward(ctx, a: Tensor, at: Tensor, x: Tensor, rows: Tensor) -> Tensor:
         ctx.at, ctx.num_rows = at, a.size(0)
         ctx.save_for_backward(rows)
         return torch.sparse.mm(a, x)[rows]
 
     @staticmethod
+    @_BWD
     def backward(ctx, grad: Tensor):
         if not ctx.needs_input_grad[2]:
             return None, None, None, None
@@ -94,6 +104,7 @@ class _RowSpMM(torch.autograd.Function):
     stable sort of its ``nnz`` column indices (cheaper than torch's generic CSR transpose here)."""
 
     @staticmethod
+    @_FP32_FWD
     def forward(ctx, crow: Tensor, col: Tensor, val: Tensor, x: Tensor) -> Tensor:
         with quiet_sparse():
             a = torch.sparse_csr_tensor(crow, col, val, (crow.numel() - 1, x.size(0)))
@@ -102,6 +113,7 @@ class _RowSpMM(torch.autograd.Function):
         return torch.sparse.mm(a, x)
 
     @staticmethod
+    @_BWD
     def backward(ctx, grad: Tensor):
         if not ctx.needs_input_grad[3]:
             return None, None, None, None
@@ -162,6 +174,11 @@ class GraphInputs:
     def target_rows(self, edge_type: EdgeType, rows: Tensor) -> SparseRows:
         """Reconstruction targets: rows ``rows`` (R,) of ``edge_type``'s adjacency."""
         return gather_rows(self.adj[edge_type], rows)
+
+    def target_rows_all(self, rows: Tensor) -> dict[EdgeType, SparseRows]:
+        """:meth:`target_rows` of every channel, with one host read for all their sizes (one per
+        channel otherwise: each is a device sync on CUDA)."""
+        return dict(zip(self.edge_types, gather_rows_many([self.adj[et] for et in self.edge_types], rows)))
 
 
 def prepare_graph(cell_graph, edge_types, device=None, dtype: torch.dtype = torch.float32) -> GraphInputs:
@@ -331,10 +348,14 @@ class DangoPreTrain(nn.Module):
         need = torch.zeros(c * n, dtype=torch.bool, device=x.device)
         need[sl.col] = True
         need[out_rows] = True
-        k_idx = need.nonzero().squeeze(1)  # sorted: channel-major, genes ascending
+        sizes = need.view(c, n).sum(1).tolist()  # the one host read here: K per channel
+        # sorted: channel-major, genes ascending; the known size makes nonzero sync-free on CUDA
+        try:
+            k_idx = torch.nonzero_static(need, size=sum(sizes)).squeeze(1)
+        except (NotImplementedError, RuntimeError):  # a backend without it
+            k_idx = need.nonzero().squeeze(1)
         lut = torch.full((c * n,), -1, dtype=torch.long, device=x.device)
         lut[k_idx] = torch.arange(k_idx.numel(), device=x.device)
-        sizes = torch.bincount(torch.div(k_idx, n, rounding_mode="floor"), minlength=c).tolist()
 
         # layer 1 on the K (channel, gene) pairs layer 2 reads
         wl, bl, wr = self._stack(self.conv1)

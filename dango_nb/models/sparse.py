@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["SparseRows", "gather_rows", "quiet_sparse"]
+__all__ = ["SparseRows", "gather_rows", "gather_rows_many", "quiet_sparse"]
 
 
 @contextlib.contextmanager
@@ -70,14 +70,32 @@ def gather_rows(adj: Tensor, rows: Tensor) -> SparseRows:
     Row ``k`` of the result is row ``rows[k]`` of ``adj`` (the gene itself, not its neighbour in
     the ordering). Cost is O(R + nnz of those rows); nothing dense.
     """
-    if adj.layout != torch.sparse_csr:
-        raise ValueError(f"gather_rows expects a sparse CSR tensor, got layout {adj.layout}")
-    rows = rows.to(device=adj.device, dtype=torch.long).reshape(-1)
-    crow, colidx, vals = adj.crow_indices(), adj.col_indices(), adj.values()
-    starts = crow[rows]
-    counts = crow[rows + 1] - starts
-    new_crow = torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])
-    total = int(new_crow[-1])
+    return gather_rows_many([adj], rows)[0]
+
+
+def gather_rows_many(adjs: list[Tensor], rows: Tensor) -> list[SparseRows]:
+    """:func:`gather_rows` of the same rows of several CSR matrices, reading all their sizes from
+    the device at once (the sizes fix the output shapes: one host sync on CUDA instead of one per
+    matrix)."""
+    for adj in adjs:
+        if adj.layout != torch.sparse_csr:
+            raise ValueError(f"gather_rows expects a sparse CSR tensor, got layout {adj.layout}")
+    if not adjs:
+        return []
+    rows = rows.to(device=adjs[0].device, dtype=torch.long).reshape(-1)
+    parts = []
+    for adj in adjs:
+        crow = adj.crow_indices()
+        starts = crow[rows]
+        counts = crow[rows + 1] - starts
+        parts.append((starts, torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)]), counts))
+    totals = torch.stack([p[1][-1] for p in parts]).tolist() if len(parts) > 1 else [int(parts[0][1][-1])]
+    return [_gather(adj, rows, starts, new_crow, counts, total)
+            for adj, (starts, new_crow, counts), total in zip(adjs, parts, totals)]
+
+
+def _gather(adj: Tensor, rows: Tensor, starts: Tensor, new_crow: Tensor, counts: Tensor, total: int) -> SparseRows:
+    colidx, vals = adj.col_indices(), adj.values()
     row_pos = torch.repeat_interleave(torch.arange(rows.numel(), device=adj.device), counts,
                                       output_size=total)
     idx = torch.arange(total, device=adj.device) - new_crow[row_pos] + starts[row_pos]

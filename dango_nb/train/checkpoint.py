@@ -335,9 +335,11 @@ class CheckpointManager:
             raise ValueError(f"{path}: checkpoint of a {ckpt.get('mode')!r} run (format {ckpt.get('format')}); "
                              f"cannot resume a {self.kind!r} run from it; use another checkpoint_dir")
         saved, now = ckpt["config"], self._config_for_check()
-        diff = sorted(k for k in now if saved.get(k) != now[k])
+        # a key added to TrainConfig after the checkpoint was written had its default then
+        defaults = TrainConfig().to_dict()
+        diff = sorted(k for k in now if saved.get(k, defaults.get(k)) != now[k])
         if diff:
-            detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in diff)
+            detail = ", ".join(f"{k}: {saved.get(k, defaults.get(k))!r} -> {now[k]!r}" for k in diff)
             raise ValueError(f"{path}: cannot resume, TrainConfig differs from the checkpointed run ({detail}); "
                              f"use another checkpoint_dir")
         if ckpt["fingerprint"] != self.fingerprint:

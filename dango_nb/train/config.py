@@ -34,6 +34,7 @@ METRIC_COLUMNS = ("val_pearson", "val_spearman", "val_mse", "train_pearson", "tr
 #: Config keys a resumed run may change (they do not change the numbers of the epochs already run).
 RESUMABLE_KEYS = frozenset({"epochs", "progress", "checkpoint_dir", "device", "early_stopping_patience",
                             "keep_top_k", "divergence_factor"})
+PRECISIONS = ("fp32", "bf16")
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
@@ -66,6 +67,8 @@ class TrainConfig:
         checkpoint_dir: where checkpoints go (``None`` = none); resumes from ``last.pt`` there.
         keep_top_k: best checkpoints kept (the original DANGO kept 5 for its ensemble).
         progress: tqdm progress bars.
+        precision: ``"fp32"`` or ``"bf16"`` (bfloat16 autocast of the forward pass and the losses,
+            CUDA only: a CPU run with ``"bf16"`` is refused when it starts).
         model: keyword arguments for :class:`~dango_nb.models.Dango` (``hidden_channels``,
             ``num_heads``, ``num_layers``, ``beta_init``, ``activation``, ``meta_embedding``, ``batched``).
     """
@@ -87,6 +90,7 @@ class TrainConfig:
     checkpoint_dir: str | None = None
     keep_top_k: int = 5
     progress: bool = True
+    precision: str = "fp32"
     model: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -137,6 +141,8 @@ class TrainConfig:
         integer("keep_top_k", 0)
         if not isinstance(self.progress, bool):
             raise bad("progress", "true or false")
+        if self.precision not in PRECISIONS:
+            raise bad("precision", "'fp32' or 'bf16'")
         if not isinstance(self.model, Mapping):
             raise bad("model", "a mapping of Dango keyword arguments")
         self.model = dict(self.model)

@@ -41,6 +41,7 @@ from typing import Callable, Mapping
 import numpy as np
 import pandas as pd
 import torch
+from torch import Tensor
 
 from dango_nb import metrics
 from dango_nb.data.graph import channel_of
@@ -60,7 +61,13 @@ __all__ = ["FitResult", "TrainingLoop", "regression_metrics"]
 
 log = logging.getLogger(__name__)
 VAL_BATCH_SIZE = 4096
+#: Triplets per Hyper-SAGNN chunk of the validation pass on CUDA (memory is bounded by the chunk;
+#: a 9k-triplet validation set is then one chunk).
+CUDA_VAL_BATCH_SIZE = 65536
 DIVERGENCE_FLOOR = 1e-3  # references below this count as this (a run starting near zero loss)
+#: Steps between two reads of the device-side divergence flags on an accelerator (and once at the
+#: end of every epoch); on the CPU every step is checked.
+GUARD_EVERY = 64
 
 
 @dataclass
@@ -119,6 +126,70 @@ def _lambdas(lambdas) -> dict[str, float]:
     return dict(lambdas)
 
 
+class DeviceGuard:
+    """The divergence check of :meth:`TrainingLoop.check_divergence` without a host sync per step.
+
+    Each step's verdict is folded into device tensors (:meth:`update`): the first step whose
+    total loss or gradient norm is not finite, or whose raw ``loss_rec``/``loss_int`` exceeds
+    ``factor`` x its reference (the first finite value in the run, floored at
+    :data:`DIVERGENCE_FLOOR`), and that step's value. :meth:`check` reads them in one transfer and
+    raises the same :class:`~dango_nb.errors.TrainingDivergedError` the per-step check would, naming
+    the same step; by then later steps of the window have updated the parameters, but nothing is
+    checkpointed before a check passes, so ``last.pt`` stays the last good epoch.
+    """
+
+    NAMES = ("loss", "loss_rec", "loss_int", "gradient norm")
+
+    def __init__(self, device: torch.device, factor: float | None, reference: Mapping[str, float]):
+        self.factor = factor
+        nan = float("nan")
+        self.ref = torch.tensor([reference.get("loss_rec", nan), reference.get("loss_int", nan)],
+                                dtype=torch.float32, device=device)
+        self.first = torch.full((), -1, dtype=torch.long, device=device)  # first bad step (-1: none)
+        self.what = torch.zeros((), dtype=torch.long, device=device)  # index into NAMES
+        self.value = torch.zeros((), dtype=torch.float32, device=device)
+        self.epoch_of_first = -1
+
+    def update(self, lo, step: int, norm: Tensor | None = None) -> None:
+        comp = torch.stack([lo.rec.detach(), lo.int.detach()]).float()
+        fin = torch.isfinite(comp)
+        self.ref = torch.where(torch.isnan(self.ref) & fin, comp, self.ref)
+        total = lo.total.detach().float()
+        checks = [~torch.isfinite(total)]
+        values = [total]
+        if self.factor is not None:
+            over = fin & (comp > self.factor * self.ref.clamp(min=DIVERGENCE_FLOOR))
+            checks += [over[0], over[1]]
+        else:
+            checks += [total.new_zeros((), dtype=torch.bool)] * 2
+        values += [comp[0], comp[1]]
+        if norm is not None:
+            checks.append(~torch.isfinite(norm.detach().float()))
+            values.append(norm.detach().float())
+        bad = torch.stack(checks)
+        any_bad = bad.any()
+        which = torch.argmax(bad.to(torch.uint8))  # first failing check, as the per-step order
+        new = any_bad & (self.first < 0)
+        self.first = torch.where(new, torch.full_like(self.first, step), self.first)
+        self.what = torch.where(new, which, self.what)
+        picked = torch.stack(values).index_select(0, which.view(1)).squeeze(0)  # no 0-d tensor index: that syncs
+        self.value = torch.where(new, picked, self.value)
+
+    def reference(self) -> dict[str, float]:
+        rec, inter = self.ref.tolist()
+        return {k: v for k, v in (("loss_rec", rec), ("loss_int", inter)) if math.isfinite(v)}
+
+    def check(self, loop: "TrainingLoop", epoch: int) -> None:
+        """One host read; raises when a step since the last check diverged."""
+        first, what, value = torch.stack([self.first.double(), self.what.double(), self.value.double()]).tolist()
+        loop.loss_reference = self.reference()
+        if first < 0:
+            return
+        name = self.NAMES[int(what)]
+        ref = loop.loss_reference.get(name) if name in ("loss_rec", "loss_int") else None
+        raise loop._diverged(epoch, int(first), value, name, reference=ref)
+
+
 class TrainingLoop:
     """One training run.
 
@@ -132,6 +203,12 @@ class TrainingLoop:
         model: start from this model instead of a fresh seeded ``Dango``.
         callback: ``callback(epoch, row)`` after every epoch.
         callbacks: further :class:`~dango_nb.train.callbacks.Callback` objects (run last).
+
+    On an accelerator a step does not wait for the device: losses are summed on the device and
+    read once per epoch, and the divergence check folds each step into device flags
+    (:class:`DeviceGuard`) read every :data:`GUARD_EVERY` steps and at the end of every epoch.
+    On the CPU (no device to wait for) every step is checked as it happens. ``guard_every`` (0 =
+    per step) may be set after construction.
     """
 
     def __init__(self, cell_graph, source: BatchSource, val, config: TrainConfig, lambdas, schedule: Schedule,
@@ -169,6 +246,7 @@ class TrainingLoop:
         elif model.gene_num != gene_num:
             raise ValueError(f"model was built for {model.gene_num} genes, the cell graph has {gene_num}")
         self.model = model.to(self.device)
+        self.autocast = _autocast(self.device, config.precision)
         self.channels = [channel_of(et) for et in self.model.edge_types]
         self.graph = self.model.prepare(cell_graph)  # sparse inputs, built once for the whole run
         self.schedule = schedule
@@ -198,6 +276,8 @@ class TrainingLoop:
         if callback is not None:
             self.callbacks.append(EpochCallback(callback))
         self.callbacks.extend(callbacks or [])
+        self.guard_every = 0 if self.device.type == "cpu" else GUARD_EVERY
+        self.guard: DeviceGuard | None = None
 
     def _resume(self, manager: CheckpointManager) -> None:
         ckpt = manager.read_last(self.device)
@@ -240,22 +320,42 @@ class TrainingLoop:
             if factor is not None and value > factor * max(ref, DIVERGENCE_FLOOR):
                 raise self._diverged(epoch, step, value, name, reference=ref)
 
-    def step(self, batch, epoch: int, step: int, w_rec: float):
-        """One optimisation step; returns the step's :class:`~dango_nb.losses.LossOutput` and
-        the model output."""
+    def forward_loss(self, batch, epoch: int, w_rec: float):
+        """The model output and :class:`~dango_nb.losses.LossOutput` of one batch (under the
+        configured precision)."""
         idx, z, _, rows = batch
         if idx is not None and w_rec == 0:
             rows = idx.new_empty(0)  # reconstruction not needed: gather no target rows
-        out = self.model(self.graph, idx, recon_rows=rows, local=True)  # cost scales with the batch
-        lo = self.loss_fn(out, z, epoch)
-        self.check_divergence(lo, epoch, step)
+        with self.autocast():
+            out = self.model(self.graph, idx, recon_rows=rows, local=True)  # cost scales with the batch
+            lo = self.loss_fn(out, z, epoch)
+        return out, lo
+
+    def step(self, batch, epoch: int, step: int, w_rec: float, timer=None):
+        """One optimisation step; returns the step's :class:`~dango_nb.losses.LossOutput` and
+        the model output. With the device guard (``guard_every > 0``) nothing here reads a device
+        value on the host. ``timer(name)``, if given, is called after the forward pass, the backward
+        pass and the optimiser step (the benchmark's time split)."""
+        batched = self.guard_every > 0
+        out, lo = self.forward_loss(batch, epoch, w_rec)
+        if timer is not None:
+            timer("forward")
+        if not batched:
+            self.check_divergence(lo, epoch, step)
         self.optimizer.zero_grad(set_to_none=True)
         lo.total.backward()
+        norm = None
         if self.config.grad_clip is not None:
             norm = torch.nn.utils.clip_grad_norm_(list(self.model.parameters()), self.config.grad_clip)
-            if not torch.isfinite(norm):
+            if not batched and not torch.isfinite(norm):
                 raise self._diverged(epoch, step, float(norm), "gradient norm")
+        if timer is not None:
+            timer("backward")
+        if batched:
+            self.guard.update(lo, step, norm)
         self.optimizer.step()
+        if timer is not None:
+            timer("optimizer")
         return lo, out
 
     def run_epoch(self, epoch: int) -> dict[str, float]:
@@ -266,8 +366,12 @@ class TrainingLoop:
         total_w = 0
         preds, targets = [], []
         n_steps = 0
+        if self.guard_every > 0:
+            self.guard = DeviceGuard(self.device, self.config.divergence_factor, self.loss_reference)
         for step, batch in enumerate(self.source.batches(self.generator)):
             lo, out = self.step(batch, epoch, step, w_rec)
+            if self.guard_every > 0 and (step + 1) % self.guard_every == 0:
+                self.guard.check(self, epoch)
             weight = batch.indices.size(0) if batch.indices is not None else batch.rows.numel()
             total_w += weight
             for k, v in lo.as_dict(tensors=True).items():
@@ -280,8 +384,11 @@ class TrainingLoop:
             for cb in self.callbacks:
                 cb.on_step_end(self, epoch, step)
 
+        if self.guard_every > 0:
+            self.guard.check(self, epoch)
         nan = float("nan")
-        means = {k: float(v) / total_w for k, v in sums.items()}
+        keys = list(sums)
+        means = dict(zip(keys, (v / total_w for v in torch.stack([sums[k] for k in keys]).double().tolist())))
         row: dict[str, float] = {"epoch": epoch, "alpha": float(self.schedule.alpha(epoch)),
                                  "w_rec": float(w_rec), "w_int": float(w_int)}
         row["loss_total"] = means["loss_total"]
@@ -299,7 +406,8 @@ class TrainingLoop:
         if not all(torch.isfinite(p).all() for p in self.model.parameters()):  # never checkpoint a poisoned model
             raise self._diverged(epoch, n_steps - 1, nan, "a model parameter")
         if self.val is not None:
-            zv = self.model.predict(self.graph, self.val_idx, VAL_BATCH_SIZE)
+            chunk = VAL_BATCH_SIZE if self.device.type == "cpu" else CUDA_VAL_BATCH_SIZE
+            zv = self.model.predict(self.graph, self.val_idx, chunk)
             pv = self.scaler.inverse_transform(zv.double()).cpu().numpy()
             if not np.all(np.isfinite(pv)):
                 raise self._diverged(epoch, n_steps - 1, nan, "a validation prediction")
@@ -312,7 +420,7 @@ class TrainingLoop:
         return row
 
     def run(self) -> FitResult:
-        with deterministic_kernels():
+        with deterministic_kernels(self.device):
             try:
                 for cb in self.callbacks:
                     cb.on_train_start(self)
@@ -344,3 +452,17 @@ class TrainingLoop:
         df["epoch"] = df["epoch"].astype("int64")
         return df
 
+
+
+def _autocast(device: torch.device, precision: str):
+    """A context-manager factory for the configured precision: bfloat16 autocast on CUDA, nothing
+    for ``"fp32"``. bf16 is refused elsewhere: CPU autocast does not cover the model's sparse
+    products (they would mix bfloat16 and float32 operands) and gives no speed-up on the CPU."""
+    import contextlib
+
+    if precision == "fp32":
+        return contextlib.nullcontext
+    if device.type != "cuda":
+        raise ValueError(f"TrainConfig.precision: 'bf16' needs a CUDA device, the run is on {device}; "
+                         f"use precision 'fp32' there")
+    return lambda: torch.autocast("cuda", dtype=torch.bfloat16)

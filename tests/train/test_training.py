@@ -209,9 +209,9 @@ def test_reconstruction_skipped_when_its_weight_is_zero(study, split, monkeypatc
     import dango_nb.models.pretrain as pt
 
     rows_seen = []
-    orig = pt.GraphInputs.target_rows
-    monkeypatch.setattr(pt.GraphInputs, "target_rows",
-                        lambda self, et, rows: rows_seen.append(rows.numel()) or orig(self, et, rows))
+    orig = pt.GraphInputs.target_rows_all  # one call gathers every channel's rows
+    monkeypatch.setattr(pt.GraphInputs, "target_rows_all",
+                        lambda self, rows: rows_seen.extend([rows.numel()] * len(self.edge_types)) or orig(self, rows))
     res = fit(study.cell_graph, train, val, cfg(epochs=3, schedule="PreThenPost", transition_epoch=1), LAMBDAS)
     h = res.history
     steps = math.ceil(len(train) / 256)
