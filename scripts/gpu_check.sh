@@ -14,10 +14,10 @@ PY=${PY:-python3}
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 if [[ "$DRY" == 1 ]]; then
   DEVICE=cpu PRESET=tiny BENCH_EXTRA="--hidden-channels 16 --split-steps 3" PARAMS=params/tiny GPUS_PER_RUN=0
-  B_TESTS=120 B_BENCH=120 B_FIT=120 B_SWEEP=60 B_REPORT=300 FIT_EPOCHS=12
+  B_TESTS=120 B_BENCH=120 B_FIT=120 B_SWEEP=240 B_REPORT=300 FIT_EPOCHS=12
 else
   DEVICE=cuda PRESET=kuzmin BENCH_EXTRA="" PARAMS=params/gpu GPUS_PER_RUN=0.25
-  B_TESTS=110 B_BENCH=90 B_FIT=100 B_SWEEP=60 B_REPORT=170 FIT_EPOCHS=60  # 530 s in all
+  B_TESTS=100 B_BENCH=90 B_FIT=90 B_SWEEP=90 B_REPORT=160 FIT_EPOCHS=60  # 530 s in all
   if ls .whl/*.whl >/dev/null 2>&1; then
     $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
       > "$OUT/wheels.log" 2>&1 || echo "wheel install failed (see wheels.log)" >&2
