@@ -343,7 +343,7 @@ def test_every_run_folder_records_its_resolved_params_and_provenance(tmp_path):
         assert any(f["name"] == f"{stem}.yaml" and f["sha256"] for f in prov["data_files"])
         read_json(folder / "provenance.json")
     ev = yaml.safe_load((out / "evaluation" / "params.yaml").read_text())
-    assert ev["evaluation"]["workers"] == 1 and ev["evaluation"]["keep_runs"] is True  # defaults the file omits
+    assert ev["evaluation"]["gpus_per_run"] == 0 and ev["evaluation"]["address"] is None  # defaults the file omits
     assert "num_heads" in ev["train"]["model"]  # DANGO's keyword defaults
     assert ev["evaluation"]["n_balanced_repeats"] == 2  # and the file's own values
     # the top-level summary links them
