@@ -269,14 +269,16 @@ def _fit_runs(study, data, options: EvaluationOptions, specs, fold_list, config,
         return {}
     root.mkdir(parents=True, exist_ok=True)
     stale = _set_aside_stale(run_specs)
-    if options.uses_ray:
-        outcomes = run_many(run_specs, workers=options.workers, address=options.address,
-                            gpus_per_run=options.gpus_per_run, cpus_per_run=options.cpus_per_run,
-                            backend="ray", progress=progress)
-    else:
-        remember_study(data, study)  # the fits in this process use the study already loaded
-        outcomes = run_many(run_specs, backend="inline", cpus_per_run=torch.get_num_threads(), progress=progress)
-    _settle_stale(stale, outcomes)
+    try:
+        if options.uses_ray:
+            outcomes = run_many(run_specs, workers=options.workers, address=options.address,
+                                gpus_per_run=options.gpus_per_run, cpus_per_run=options.cpus_per_run,
+                                backend="ray", progress=progress)
+        else:
+            remember_study(data, study)  # the fits in this process use the study already loaded
+            outcomes = run_many(run_specs, backend="inline", cpus_per_run=torch.get_num_threads(), progress=progress)
+    finally:  # also on Ctrl-C: a replaced folder goes only once its new fit is complete
+        _settle_stale(stale)
     failed = [o for o in outcomes if not o.ok]
     if failed:
         kept = f" (the finished run folders in {root} are reused by a rerun)" if options.keep_runs else ""
@@ -312,16 +314,16 @@ def _set_aside_stale(run_specs) -> dict:
     return stale
 
 
-def _settle_stale(stale: dict, outcomes) -> None:
+def _settle_stale(stale: dict) -> None:
     import shutil
 
-    for o in outcomes:
-        if o.run_id in stale:
-            out, aside = stale[o.run_id]
-            if o.ok:
-                shutil.rmtree(aside)
-            elif not out.exists():
-                os.replace(aside, out)
+    from dango_nb.runs.folder import is_complete
+
+    for out, aside in stale.values():
+        if is_complete(out):
+            shutil.rmtree(aside)
+        elif not out.exists():
+            os.replace(aside, out)
 
 
 def _long(rows: np.ndarray):

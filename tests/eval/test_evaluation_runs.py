@@ -121,3 +121,18 @@ def test_workers_without_data_is_an_error(study, lambdas):
     with pytest.raises(ParamsError, match="data parameters"):
         E.run_evaluation(study, splits=["random"], models=["dango"], folds=[0], config=_config(), lambdas=lambdas,
                          out_dir=None, progress=False, workers=2)
+
+
+def test_a_run_folder_of_other_settings_is_replaced_only_by_a_complete_one(inline, study, data, lambdas, tmp_path):
+    import shutil
+
+    out = tmp_path / "ev"
+    shutil.copytree(inline.paths["metrics"].parent / "runs", out / "runs")
+    r = E.run_evaluation(study, splits=["random"], folds=[0], models=["dango"], n_folds=5,
+                         config=_config().replace(lr=0.02), lambdas=lambdas, n_boot=0, out_dir=out, progress=False,
+                         data=data)
+    from dango_nb.runs import RunFolder
+
+    assert RunFolder.open(out / "runs" / "random_fold0_seed0").params["train"]["lr"] == 0.02
+    assert not list((out / "runs").glob(".*"))  # the replaced folder is gone once its new fit is complete
+    assert r.metrics.loc[0, "pearson"] != inline.metrics.query("model == 'dango' and split == 'random'")["pearson"].iloc[0]
