@@ -349,6 +349,13 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ensemble-top-k", type=int, default=d.ensemble_top_k)
     p.add_argument("--n-boot", type=int, default=d.n_boot)
     p.add_argument("--seed", type=int_at_least(0), default=0)
+    p.add_argument("--workers", type=int, default=d.workers,
+                   help="DANGO fits at the same time (more than 1: on a local Ray; default 1, in this process)")
+    p.add_argument("--address", default=d.address, help="Ray cluster address (auto, ray://HOST:10001)")
+    p.add_argument("--gpus-per-run", type=float, default=d.gpus_per_run, help="GPUs per fit on Ray (0.25: four share one)")
+    p.add_argument("--cpus-per-run", type=int, default=d.cpus_per_run, help="CPUs (torch threads) per fit on Ray")
+    p.add_argument("--inline", action="store_true", help="fit one after another in this process (no Ray)")
+    p.add_argument("--no-keep-runs", action="store_true", help="do not keep the DANGO fits as run folders in OUT/runs")
     p.add_argument("--out", type=output_folder, default="reports/evaluation", help="output folder")
     p.add_argument("--no-progress", action="store_true")
 
@@ -380,6 +387,17 @@ def _train_config(args):
     return params_from_mapping(fields, TrainConfig, source="--train/--epochs/--transition-epoch")
 
 
+def _data_params(src: dict):
+    """The :class:`~dango_nb.params.DataParams` of a command-line source (what run folders record)."""
+    from dango_nb.params import DataParams
+
+    if "preset" in src:
+        return DataParams(preset=src["preset"], seed=int(src.get("seed", 0)), data_dir=src.get("data_dir"))
+    string = Path(src["string"]).resolve()
+    return DataParams(string_file=None if string.is_dir() else str(string),
+                      dango_folder=str(string) if string.is_dir() else None, kuzmin_file=str(Path(src["kuzmin"]).resolve()))
+
+
 def _run_evaluate(args) -> int:
     from dango_nb import eval as evaluation
 
@@ -387,7 +405,11 @@ def _run_evaluate(args) -> int:
     config = _train_config(args)
     options = evaluation.EvaluationOptions(splits=args.splits, models=args.models, n_folds=args.n_folds,
                                            folds=args.folds, ensemble_seeds=args.ensemble_seeds,
-                                           ensemble_top_k=args.ensemble_top_k, n_boot=args.n_boot)
+                                           ensemble_top_k=args.ensemble_top_k, n_boot=args.n_boot,
+                                           workers=args.workers, address=args.address,
+                                           gpus_per_run=args.gpus_per_run, cpus_per_run=args.cpus_per_run,
+                                           backend="inline" if args.inline else "ray",
+                                           keep_runs=not args.no_keep_runs)
     src = _source_from_args(args)
     if src is None or ("string" in src and src["kuzmin"] is None):
         raise UsageError("evaluate needs triplets: give --preset, or --string together with --kuzmin")
@@ -400,7 +422,7 @@ def _run_evaluate(args) -> int:
     if lambdas is None:
         lambdas = lambdas_for_study(study)
     result = evaluation.run_evaluation(study, options, config=config, lambdas=lambdas, seed=args.seed,
-                                       out_dir=args.out, progress=not args.no_progress)
+                                       out_dir=args.out, progress=not args.no_progress, data=_data_params(src))
     import pandas as pd
 
     with pd.option_context("display.width", 200, "display.max_columns", 50):

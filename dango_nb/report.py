@@ -8,7 +8,9 @@
 2. The notebooks run in order, each into its own folder ``<out>/<run>/`` (``lambda_determination``,
    ``pretraining``, ``loss_schedules``, ``evaluation``): the executed ``.ipynb``, its HTML export, the
    PNG figures and the tables it writes, plus ``summary.json`` (its key numbers, written by the notebook
-   through :func:`write_summary`), and ``kernel.log`` (the kernel's own log). Each notebook runs in a
+   through :func:`write_summary`), ``kernel.log`` (the kernel's own log), ``params.yaml`` (every
+   parameter, defaults included) and ``provenance.json`` (versions, git commit, host, device, the
+   params and data files with sizes and sha256), linked from the summary. Each notebook runs in a
    new folder ``<out>/.<run>.run-<pid>/`` that replaces ``<out>/<run>/`` only when the notebook
    succeeded; after a failure ``<out>/<run>/`` is left as it was and the attempt is kept in
    ``<out>/<run>.failed/``.
@@ -54,7 +56,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from .errors import ParamsError
-from .fileio import atomic_write, atomic_write_json
+from .fileio import atomic_write, atomic_write_json, to_strict_json
 from .params import NOTEBOOKS, load_param_dir, run_name
 
 __all__ = ["DEPENDS_ON", "ReportError", "ReportInterrupted", "RunResult", "kernel_interrupts", "main", "notebook_dir",
@@ -68,6 +70,8 @@ DEPENDS_ON: dict[str, tuple[str, ...]] = {
     "evaluation": ("lambda_determination",),
 }
 SUMMARY_NAME = "summary.json"
+PARAMS_NAME = "params.yaml"
+PROVENANCE_NAME = "provenance.json"
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -85,6 +89,50 @@ def pick_kernel(preferred: str = "dango_nb") -> str:
 
 
 # ---------------------------------------------------------------------------- per-run summaries
+def resolved_params(params) -> dict:
+    """Every value of a notebook's validated parameters (defaults filled in, DANGO's keyword
+    defaults in ``train.model``) as plain values."""
+    from .params import params_to_dict
+
+    out = params_to_dict(params)
+    if isinstance(out.get("train"), dict) and isinstance(out["train"].get("model"), dict):
+        from .runs.spec import model_defaults
+
+        out["train"]["model"] = {**model_defaults(), **out["train"]["model"]}
+    return out
+
+
+def write_run_record(stem: str, params_file: str | os.PathLike, folder: str | os.PathLike) -> None:
+    """``params.yaml`` (resolved parameters) and ``provenance.json`` (strict JSON: versions, git
+    commit, host, device, the params file and data files with sizes and sha256) of one notebook."""
+    import yaml
+
+    from .params import load_params
+    from .runs.provenance import provenance
+
+    folder, params_file = Path(folder), Path(params_file)
+    p = load_params(params_file, stem)
+    resolved = resolved_params(p)
+    with atomic_write(folder / PARAMS_NAME) as fh:
+        fh.write(f"# {stem}: every parameter of {params_file.name}, defaults included\n")
+        yaml.safe_dump(to_strict_json(resolved), fh, sort_keys=False)
+    data = getattr(p, "data", None)
+    files: list[Path] = [params_file]
+    for key in ("string_file", "dango_folder", "kuzmin_file"):
+        value = getattr(data, key, None)
+        if value:  # where it resolves, without downloading (a missing file is recorded with nulls)
+            path = Path(os.path.expanduser(value))
+            files.append(path if path.is_absolute() else data.root() / path)
+    device = None
+    if hasattr(p, "train"):
+        from .train import resolve_device
+
+        device = str(resolve_device(p.train.device))
+    prov = provenance(device=device, seed=getattr(data, "seed", None), files=files)
+    prov["notebook"], prov["params_file"] = f"{stem}.ipynb", str(params_file.resolve())
+    atomic_write_json(prov, folder / PROVENANCE_NAME)
+
+
 def write_summary(report_dir: str | os.PathLike, numbers: Mapping[str, Any], **extra: Any) -> Path:
     """Called by a notebook at its end: its key numbers (JSON-able; scalars, mappings of scalars,
     or ``{"columns": [...], "rows": [[...], ...]}`` tables) go to ``<report_dir>/summary.json``."""
@@ -140,6 +188,8 @@ class RunResult:
     summary: dict | None = None
     folder: str | None = None  # where this attempt's files are (relative to the report folder)
     previous: str | None = None  # the earlier successful output kept after a failure
+    params: str | None = None  # resolved parameters (every value, defaults included)
+    provenance: str | None = None  # versions, git commit, host, device, data files
 
     def to_dict(self) -> dict:
         return dict(vars(self))
@@ -304,6 +354,7 @@ def run_notebook(stem: str, params_file: Path, out_root: Path, kernel: str,
     _remove_tree(build)
     build.mkdir(parents=True)
     res = RunResult(name, str(src), "running")
+    write_run_record(stem, params_file, build)
     t0 = time.perf_counter()
     out_nb = build / f"{stem}.ipynb"
     log_path = build / KERNEL_LOG
@@ -358,7 +409,9 @@ def _describe(res: RunResult, folder: Path, out_root: Path, stem: str) -> None:
     nb, page = folder / f"{stem}.ipynb", folder / f"{stem}.html"
     res.ipynb = rel(nb) if nb.is_file() else None
     res.html = rel(page) if page.is_file() else None
-    res.figures = sorted(rel(p) for p in folder.rglob("*.png"))
+    res.figures = sorted(rel(p) for p in folder.rglob("*.png") if "runs" not in p.relative_to(folder).parts)
+    res.params = rel(folder / PARAMS_NAME) if (folder / PARAMS_NAME).is_file() else None
+    res.provenance = rel(folder / PROVENANCE_NAME) if (folder / PROVENANCE_NAME).is_file() else None
     res.summary = read_summary(folder)
 
 
@@ -635,6 +688,10 @@ def summary_markdown(summary: Mapping, root: Path | None = None) -> str:
         page = _existing(root, r.get("html"))
         if page:
             out.append(f"Report: [{page}]({page})\n")
+        rec = [f"[{k}]({v})" for k, v in (("params", _existing(root, r.get("params"))),
+                                          ("provenance", _existing(root, r.get("provenance")))) if v]
+        if rec:
+            out.append("Resolved " + " · ".join(rec) + "\n")
         prev = _existing(root, r.get("previous"))
         if prev and r["status"] != "ok":
             out.append(f"Previous successful output (kept): [{prev}/]({prev}/)\n")
@@ -672,7 +729,7 @@ def write_index(summary: Mapping, path: Path) -> Path:
              f"</code>; kernel <code>{esc(summary['kernel'])}</code>; total {summary['wall_s']:.1f} s. "
              f"<a href='summary.md'>summary.md</a> · <a href='summary.json'>summary.json</a></p>",
              "<table><tr><th>run</th><th>status</th><th>time (s)</th><th>report</th><th>notebook</th>"
-             "<th>previous output</th></tr>"]
+             "<th>params</th><th>provenance</th><th>previous output</th></tr>"]
     if any((r.get("summary") or {}).get("synthetic") for r in summary["runs"]):
         parts.insert(3, "<p class='failed'><b>Results marked synthetic come from the embedded SYNTHETIC "
                         "benchmark, not from real STRING / Kuzmin data.</b></p>")
@@ -682,9 +739,12 @@ def write_index(summary: Mapping, path: Path) -> Path:
         link = f"<a href='{esc(page)}'>HTML</a>" if page else ""
         nbl = f"<a href='{esc(nb)}'>.ipynb</a>" if nb else ""
         prevl = f"<a href='{esc(prev)}/'>{esc(prev)}/ (kept)</a>" if prev else ""
+        par, prov = _existing(root, r.get("params")), _existing(root, r.get("provenance"))
+        parl = f"<a href='{esc(par)}'>params.yaml</a>" if par else ""
+        provl = f"<a href='{esc(prov)}'>provenance.json</a>" if prov else ""
         parts.append(f"<tr><td><a href='#{r['name']}'>{r['name']}</a></td><td class='{esc(r['status'])}'>"
                      f"{esc(r['status'])}</td><td>{r['seconds']:.1f}</td><td>{link}</td><td>{nbl}</td>"
-                     f"<td>{prevl}</td></tr>")
+                     f"<td>{parl}</td><td>{provl}</td><td>{prevl}</td></tr>")
     parts.append("</table>")
     for r in summary["runs"]:
         parts.append(f"<section id='{r['name']}'><h2>{r['name']} <span class='{esc(r['status'])}'>"

@@ -128,6 +128,15 @@ def test_evaluation_outputs(tiny_report):
         assert (out / "evaluation" / f).stat().st_size > 5_000, f
     table = runs["evaluation"].summary["numbers"]["evaluation table"]
     assert {"model", "split", "pearson_mean"} <= set(table["columns"]) and len(table["rows"]) >= len(ev.models)
+    # the fitted DANGO models are kept as run folders (every split x fold x ensemble seed)
+    from dango_nb.runs import RunFolder
+
+    kept = sorted(p.name for p in (out / "evaluation" / "runs").iterdir())
+    assert kept == sorted(f"{s}_fold{f}_seed{k}" for s in ev.splits for f in ev.folds for k in range(ev.ensemble_seeds))
+    folder = RunFolder.open(out / "evaluation" / "runs" / kept[0])
+    assert folder.checkpoints() and folder.info["metrics"]["test"]
+    for name in ("params.yaml", "provenance.json"):
+        assert (out / "evaluation" / name).is_file() and (out / "lambda_determination" / name).is_file()
 
 
 def test_every_json_of_the_report_is_strict(tiny_report):

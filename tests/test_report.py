@@ -315,3 +315,41 @@ def test_summaries_are_strict_json_with_null_for_undefined(tmp_path):
         read_json(path)
     assert read_json(out / "summary.json")["runs"][0]["summary"]["numbers"]["answer"] is None
     assert "<h3>answer</h3>n/a" in (out / "index.html").read_text()
+
+
+def test_every_run_folder_records_its_resolved_params_and_provenance(tmp_path):
+    import yaml
+
+    from dango_nb.fileio import read_json
+    from dango_nb.params import load_params, params_to_dict
+
+    nbs = make_notebooks(tmp_path / "nb", {})
+    out = tmp_path / "reports"
+    results, summary = report.run_report(TINY, out, only=["lambda_determination", "evaluation"], nb_dir=nbs,
+                                         log=_quiet)
+    assert [r.status for r in results] == ["ok", "ok"]
+    for r, stem in zip(results, ("01_lambda_determination", "04_evaluation")):
+        folder = out / r.name
+        assert (r.params, r.provenance) == (f"{r.name}/params.yaml", f"{r.name}/provenance.json")
+        resolved = yaml.safe_load((folder / "params.yaml").read_text())
+        expected = params_to_dict(load_params(TINY / f"{stem}.yaml", stem))
+        # every value, defaults included: each key of the schema, not only those the tiny file sets
+        assert set(resolved) == set(expected)
+        for section in expected:
+            if isinstance(expected[section], dict):
+                assert set(expected[section]) <= set(resolved[section]), section
+        prov = json.loads((folder / "provenance.json").read_text(), parse_constant=lambda t: 1 / 0)
+        assert prov["notebook"] == f"{stem}.ipynb" and prov["versions"]["torch"] and "commit" in prov["git"]
+        assert any(f["name"] == f"{stem}.yaml" and f["sha256"] for f in prov["data_files"])
+        read_json(folder / "provenance.json")
+    ev = yaml.safe_load((out / "evaluation" / "params.yaml").read_text())
+    assert ev["evaluation"]["gpus_per_run"] == 0 and ev["evaluation"]["address"] is None  # defaults the file omits
+    assert "num_heads" in ev["train"]["model"]  # DANGO's keyword defaults
+    assert ev["evaluation"]["n_balanced_repeats"] == 2  # and the file's own values
+    # the top-level summary links them
+    md, index = (out / "summary.md").read_text(), (out / "index.html").read_text()
+    for name in ("lambda_determination", "evaluation"):
+        assert f"({name}/params.yaml)" in md and f"({name}/provenance.json)" in md
+        assert f"href='{name}/params.yaml'" in index and f"href='{name}/provenance.json'" in index
+    runs = json.loads((out / "summary.json").read_text())["runs"]
+    assert [r["params"] for r in runs] == ["lambda_determination/params.yaml", "evaluation/params.yaml"]

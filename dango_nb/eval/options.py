@@ -42,9 +42,20 @@ class EvaluationOptions:
         ci_metrics: metrics that get bootstrap intervals.
         n_balanced_repeats: class-balanced subsamples averaged for ``auroc_balanced`` /
             ``auprc_balanced``.
-        keep_checkpoints: keep the checkpoints of the runs the ensemble uses under
-            ``out_dir/checkpoints`` (default: a temporary folder, removed at the end); training
-            resumes from kept checkpoints, so a rerun with identical settings reuses them.
+        keep_checkpoints: keep the checkpoints of the DANGO fits made in this process (without
+            ``data``, or ``dango_single_<channel>``) under ``out_dir/checkpoints`` (default: a
+            temporary folder, removed at the end); a rerun with identical settings reuses them.
+        workers: DANGO fits at the same time. All fits of every split x fold x ensemble seed are
+            submitted together to :func:`dango_nb.runs.run_many`; ``1`` without ``address`` runs
+            them one after another in this process (no Ray), more start a local Ray (or use the
+            cluster at ``address``). The numbers do not depend on it.
+        address: Ray cluster address (``auto``, ``ray://HOST:10001``); ``None``: this machine.
+        gpus_per_run / cpus_per_run: resources of one fit on Ray (0.25 GPUs: four fits share one);
+            ``cpus_per_run`` is also the fit's torch threads there.
+        backend: ``ray``, or ``inline`` (one fit after another in this process, whatever ``workers``).
+        keep_runs: keep every fitted DANGO model as a run folder ``out_dir/runs/<run_id>/``
+            (``<split>_fold<k>_seed<s>``, ablations ``<split>_fold<k>_<model>_seed<s>``; usable by
+            ``dango-nb predict --run``, a rerun skips complete ones); ``False``: a temporary folder.
     """
 
     splits: list[str] = field(default_factory=lambda: list(SPLITS))
@@ -63,6 +74,12 @@ class EvaluationOptions:
     ci_metrics: list[str] = field(default_factory=lambda: list(CI_METRICS))
     n_balanced_repeats: int = 10
     keep_checkpoints: bool = False
+    workers: int = 1
+    address: str | None = None
+    gpus_per_run: float = 0.0
+    cpus_per_run: int = 1
+    backend: Literal["ray", "inline"] = "ray"
+    keep_runs: bool = True
 
     def __post_init__(self):
         self.splits, self.models = list(self.splits), list(self.models)
@@ -83,6 +100,24 @@ class EvaluationOptions:
             raise ParamsError(f"mlp_embeddings_source must be 'pretrain' or 'dango', got {self.mlp_embeddings_source!r}")
         if self.n_boot < 0:
             raise ParamsError(f"n_boot must be >= 0, got {self.n_boot}")
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
+            raise ParamsError(f"workers must be an integer >= 1, got {self.workers!r}")
+        if isinstance(self.cpus_per_run, bool) or not isinstance(self.cpus_per_run, int) or self.cpus_per_run < 1:
+            raise ParamsError(f"cpus_per_run must be an integer >= 1, got {self.cpus_per_run!r}")
+        if isinstance(self.gpus_per_run, bool) or not isinstance(self.gpus_per_run, (int, float)) \
+                or not 0 <= self.gpus_per_run < float("inf"):
+            raise ParamsError(f"gpus_per_run must be a number >= 0 (fractions share a GPU), got {self.gpus_per_run!r}")
+        if self.backend not in ("ray", "inline"):
+            raise ParamsError(f"backend must be 'ray' or 'inline', got {self.backend!r}")
+        if self.address is not None and (not isinstance(self.address, str) or not self.address.strip()):
+            raise ParamsError(f"address must be a Ray address such as 'auto' or 'ray://HOST:10001', got {self.address!r}")
+        if self.address is not None and self.backend == "inline":
+            raise ParamsError("address needs backend 'ray' (backend 'inline' fits in this process)")
+
+    @property
+    def uses_ray(self) -> bool:
+        """Whether the DANGO fits go to Ray (several workers or a cluster), else in this process."""
+        return self.backend == "ray" and (self.workers > 1 or self.address is not None)
 
     def replace(self, **changes) -> "EvaluationOptions":
         return dataclasses.replace(self, **changes)

@@ -31,7 +31,9 @@ class FoldData:
     """What a model sees for one fold: training and validation triplets with targets, the test
     triplets' gene indices only (``test_indices`` (M, 3) int64), and shared context: the run's
     :class:`~dango_nb.eval.options.EvaluationOptions`, the ``TrainConfig`` and lambdas for DANGO
-    fits, a ``workdir`` for checkpoints and a per-fold ``cache``."""
+    fits, a ``workdir`` for checkpoints and a per-fold ``cache`` (where the runner puts the fold's
+    DANGO fits when it trained them beforehand as run folders: ``cache[("fits", variant)]``, a list
+    of :class:`~dango_nb.eval.runners.DangoRun` per seed)."""
 
     split: str
     fold: int

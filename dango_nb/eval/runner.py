@@ -13,6 +13,14 @@ Outputs (``out_dir``, default ``reports/evaluation``, written atomically): ``met
 per model x split x fold), ``summary.csv`` (mean and sd across folds, Pearson as a fraction of the
 ceiling), ``ceiling.json`` (with ground truth), ``predictions.parquet`` (per test triplet),
 ``ensemble_gain.csv`` and ``splits.csv``.
+
+DANGO fits: with the study's data parameters (``data``), every fit the models need for every split
+x fold x ensemble seed is submitted at once to :func:`dango_nb.runs.run_many` (one run folder each,
+``out_dir/runs/<run_id>/``; on Ray with ``workers`` > 1 or an ``address``, else one after another
+in this process); the models then receive these fits precomputed (``FoldData.cache``). A run
+folder trains exactly what an in-process fit trains (same split rows, seed, configuration and
+lambdas), so the numbers do not depend on where the fits ran. ``dango_single_<channel>`` fits
+(a restricted cell graph) and fits without ``data`` stay in this process.
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ from dango_nb.errors import ParamsError
 from dango_nb.eval.ensemble import ensemble_gain
 from dango_nb.eval.options import EvaluationOptions
 from dango_nb.eval.registry import FoldData, ModelOutput, get_model
-from dango_nb.eval.runners import graph_channels
+from dango_nb.eval.runners import DangoRun, dango_fits_needed, graph_channels
 from dango_nb.eval.splits import Fold, make_splits, split_table
 from dango_nb.fileio import atomic_write_json, atomic_write_table
 
@@ -148,7 +156,7 @@ class _Tables:
 def run_evaluation(study, options: EvaluationOptions | None = None, *, config=None,
                    lambdas: Mapping[str, float] | None = None, seed: int = 0,
                    out_dir: str | os.PathLike | None = "reports/evaluation", progress: bool = True,
-                   **changes: Any) -> EvaluationResult:
+                   data=None, **changes: Any) -> EvaluationResult:
     """Fit and score ``options.models`` on ``options.splits`` x folds of ``study``; one row per
     model x split x fold.
 
@@ -164,6 +172,10 @@ def run_evaluation(study, options: EvaluationOptions | None = None, *, config=No
             :func:`dango_nb.lambdas.determine_lambdas`). Needed for DANGO models.
         seed: seeds the splits, the baselines and (``seed + s``) the DANGO runs.
         out_dir: where the tables go (None: nothing written).
+        data: the :class:`~dango_nb.params.DataParams` that load ``study`` (as in the notebook's
+            params). With it the DANGO fits are run folders trained through
+            :func:`dango_nb.runs.run_many` (``workers``, ``address``, ``keep_runs``); without it
+            they are fitted in this process (``workers`` > 1 or ``address`` then is an error).
 
     Returns an :class:`EvaluationResult`; ``metrics`` has one row per model x split x fold with
     the columns of :func:`dango_nb.metrics.evaluate` plus ``ceiling`` (NaN without ground truth),
@@ -178,28 +190,141 @@ def run_evaluation(study, options: EvaluationOptions | None = None, *, config=No
     signal = planted_signal(study)
     specs, config = _check_models(options, study, config, lambdas, signal)
 
+    if data is None and options.uses_ray:
+        raise ParamsError("workers > 1 or address need the study's data parameters (run_evaluation(..., data=...)): "
+                          "Ray workers load the study themselves")
+    if data is not None and not hasattr(data, "load_study"):
+        from dango_nb.params import DataParams, params_from_mapping
+
+        data = params_from_mapping(data, DataParams, "data")
+
     tables = _Tables([], [], [])
     shared_cache: dict = {}
     fold_list = _folds(options, all_idx, seed)
+    for fold in fold_list:
+        fold.check(len(all_idx))
     keep = options.keep_checkpoints and out_dir is not None
-    with contextlib.nullcontext(None) if keep else tempfile.TemporaryDirectory(prefix="dango_eval_") as tmp:
+    keep_runs = options.keep_runs and out_dir is not None
+    with contextlib.ExitStack() as stack:
+        tmp = None if keep else stack.enter_context(tempfile.TemporaryDirectory(prefix="dango_eval_"))
         ckpt_root = Path(out_dir) / "checkpoints" if tmp is None else Path(tmp)
+        fits: dict = {}
+        device = "cpu"
+        if data is not None and any(s.trains_dango for s in specs):
+            runs_root = Path(out_dir) / "runs" if keep_runs else \
+                Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="dango_eval_runs_")))
+            fits = _fit_runs(study, data, options, specs, fold_list, config, lambdas, seed, targets, runs_root,
+                             progress)
+            from dango_nb.train import resolve_device
+
+            device = str(resolve_device(config.device))
         bar = _bar(progress, total=len(fold_list) * len(specs))
         for fold in fold_list:
-            fold.check(len(all_idx))
-            data = FoldData(split=fold.split, fold=fold.fold, cell_graph=study.cell_graph,
-                            train=triplets.subset(_long(fold.train)), val=triplets.subset(_long(fold.val)),
-                            test_indices=all_idx[fold.test].copy(), n_genes=int(study.cell_graph["gene"].num_nodes),
-                            seed=seed, config=config, lambdas=lambdas,
-                            workdir=ckpt_root / fold.split / f"fold{fold.fold}", options=options,
-                            test_signal=None if signal is None else signal[fold.test])
-            data.cache.update({k: v for k, v in shared_cache.items() if k == "pretrain_embeddings"})
-            _run_fold(fold, data, specs, options, targets, pvalues, signal, seed, tables, bar)
-            if "pretrain_embeddings" in data.cache:
-                shared_cache["pretrain_embeddings"] = data.cache["pretrain_embeddings"]
+            fd = FoldData(split=fold.split, fold=fold.fold, cell_graph=study.cell_graph,
+                          train=triplets.subset(_long(fold.train)), val=triplets.subset(_long(fold.val)),
+                          test_indices=all_idx[fold.test].copy(), n_genes=int(study.cell_graph["gene"].num_nodes),
+                          seed=seed, config=config, lambdas=lambdas,
+                          workdir=ckpt_root / fold.split / f"fold{fold.fold}", options=options,
+                          test_signal=None if signal is None else signal[fold.test])
+            fd.cache.update({k: v for k, v in shared_cache.items() if k == "pretrain_embeddings"})
+            for variant, folders in fits.get((fold.split, fold.fold), {}).items():
+                fd.cache[("fits", variant)] = [DangoRun.from_folder(f, study.cell_graph, device) for f in folders]
+            _run_fold(fold, fd, specs, options, targets, pvalues, signal, seed, tables, bar)
+            if "pretrain_embeddings" in fd.cache:
+                shared_cache["pretrain_embeddings"] = fd.cache["pretrain_embeddings"]
         if bar is not None:
             bar.close()
     return _result(study, tables, fold_list, signal, out_dir, t_start)
+
+
+def _run_id(fold: Fold, name: str, s: int) -> str:
+    return f"{fold.split}_fold{fold.fold}_seed{s}" if name == "dango" else f"{fold.split}_fold{fold.fold}_{name}_seed{s}"
+
+
+def _fit_runs(study, data, options: EvaluationOptions, specs, fold_list, config, lambdas, seed: int, targets,
+              root: Path, progress: bool) -> dict:
+    """Train every DANGO fit of every fold as a run folder under ``root`` with one
+    :func:`~dango_nb.runs.run_many` call; ``{(split, fold): {variant: [folder per seed]}}``."""
+    import torch
+
+    from dango_nb.runs import RunParams, RunSpec, SplitParams, run_many
+    from dango_nb.runs.folder import RunFolder, remember_study
+    from dango_nb.eval.runners import _config_for
+
+    needed = {v: spec for v, spec in dango_fits_needed(specs, options).items() if v.channel is None}
+    run_specs, where = [], {}
+    for fold in fold_list:
+        k = (options.n_test_genes or {}).get(fold.split) if fold.split != "random" else None
+        split = SplitParams(name=fold.split, fold=fold.fold, n_folds=options.n_folds,
+                            val_fraction=options.val_fraction, seed=seed, n_test_genes=k)
+        for variant, (name, n_seeds) in needed.items():
+            for s in range(n_seeds):
+                cfg = _config_for(config, variant, seed + s, None)
+                rid = _run_id(fold, name, s)
+                params = RunParams(data=data, train=cfg, split=split, lambdas={k_: float(v) for k_, v in lambdas.items()})
+                run_specs.append(RunSpec(rid, {"split": fold.split, "fold": fold.fold, "model": name, "seed": s},
+                                         params, root / rid))
+                where.setdefault((fold.split, fold.fold), {}).setdefault(variant, []).append(root / rid)
+    if not run_specs:
+        return {}
+    root.mkdir(parents=True, exist_ok=True)
+    stale = _set_aside_stale(run_specs)
+    try:
+        if options.uses_ray:
+            outcomes = run_many(run_specs, workers=options.workers, address=options.address,
+                                gpus_per_run=options.gpus_per_run, cpus_per_run=options.cpus_per_run,
+                                backend="ray", progress=progress)
+        else:
+            remember_study(data, study)  # the fits in this process use the study already loaded
+            outcomes = run_many(run_specs, backend="inline", cpus_per_run=torch.get_num_threads(), progress=progress)
+    finally:  # also on Ctrl-C: a replaced folder goes only once its new fit is complete
+        _settle_stale(stale)
+    failed = [o for o in outcomes if not o.ok]
+    if failed:
+        kept = f" (the finished run folders in {root} are reused by a rerun)" if options.keep_runs else ""
+        raise RuntimeError(f"{len(failed)} of {len(outcomes)} DANGO fits failed{kept}: "
+                           + "; ".join(f"{o.run_id}: {o.error}" for o in failed[:5]))
+    by_id = {sp.run_id: sp for sp in run_specs}
+    for fold in fold_list:  # the run folders hold the fold's rows and targets: a wrong `data` fails here
+        for folders in where.get((fold.split, fold.fold), {}).values():
+            test = RunFolder.open(folders[0]).predictions("test")
+            if not (np.array_equal(np.sort(test["row"].to_numpy()), np.sort(fold.test))
+                    and np.allclose(test["tau"].to_numpy(), targets[test["row"].to_numpy()], equal_nan=True)):
+                raise ParamsError(f"{folders[0]}: its test triplets are not those of {fold.split} fold {fold.fold}; "
+                                  f"data ({by_id[folders[0].name].params.data}) does not describe the study evaluated")
+    return where
+
+
+def _set_aside_stale(run_specs) -> dict:
+    """Complete run folders made with other parameters (an earlier report with other settings)
+    are moved aside; :func:`_settle_stale` removes them once their replacement is complete."""
+    from dango_nb.fileio import read_json
+    from dango_nb.runs.folder import _differences, is_complete, request_of
+
+    stale = {}
+    for sp in run_specs:
+        out = Path(sp.out)
+        if is_complete(out) and _differences(read_json(out / "run.json").get("request", {}), request_of(sp.params)):
+            aside = out.with_name(f".{out.name}.replaced")
+            if aside.exists():
+                import shutil
+
+                shutil.rmtree(aside)
+            os.replace(out, aside)
+            stale[sp.run_id] = (out, aside)
+    return stale
+
+
+def _settle_stale(stale: dict) -> None:
+    import shutil
+
+    from dango_nb.runs.folder import is_complete
+
+    for out, aside in stale.values():
+        if is_complete(out):
+            shutil.rmtree(aside)
+        elif not out.exists():
+            os.replace(aside, out)
 
 
 def _long(rows: np.ndarray):

@@ -30,7 +30,7 @@ from dango_nb.data.string_db import CHANNELS
 from dango_nb.eval.registry import DangoVariant, FoldData, ModelOutput, register_model
 from dango_nb.schedules import SCHEDULES
 
-__all__ = ["DangoRun", "restrict_channels", "graph_channels", "dango_runs"]
+__all__ = ["DangoRun", "restrict_channels", "graph_channels", "dango_runs", "dango_fits_needed"]
 
 #: EmbeddingMLP settings used unless ``mlp_embeddings`` overrides them.
 MLP_DEFAULTS = {"hidden_layer_sizes": (128, 64), "max_epochs": 100, "patience": 10}
@@ -125,6 +125,17 @@ class DangoRun:
     graph: Any
     fit_s: float
 
+    @classmethod
+    def from_folder(cls, path, graph, device: str = "cpu") -> "DangoRun":
+        """The fit kept in a run folder (:mod:`dango_nb.runs.folder`), as the runner hands it to
+        the models: the best-epoch model is rebuilt from the recorded best parameters, so it is the
+        model an in-process fit returns."""
+        from dango_nb.runs.folder import RunFolder
+
+        folder = RunFolder.open(path)
+        result = folder.fit_result(device)
+        return cls(result, result.best_model(), graph, float(folder.info["fit_s"]))
+
 
 def _config_for(config, variant: DangoVariant, seed: int, checkpoint_dir):
     changes: dict[str, Any] = {"seed": seed, "checkpoint_dir": None if checkpoint_dir is None else str(checkpoint_dir),
@@ -136,8 +147,29 @@ def _config_for(config, variant: DangoVariant, seed: int, checkpoint_dir):
     return dataclasses.replace(config, **changes)
 
 
+def dango_fits_needed(specs, options) -> dict[DangoVariant, tuple[str, int]]:
+    """The DANGO fits the models of ``specs`` ask for per fold: variant -> (a name for its run
+    folders, number of seeds): ``ensemble_seeds`` of the unchanged model when ``dango_ensemble``
+    runs, else one seed per variant (``mlp_embeddings`` with ``source: dango`` uses the first)."""
+    names = [s.name for s in specs]
+    out: dict[DangoVariant, tuple[str, int]] = {}
+    for s in specs:
+        if s.variant is not None and s.variant != DangoVariant():
+            out.setdefault(s.variant, (s.name, 1))
+    n_base = 0
+    if "dango_ensemble" in names:
+        n_base = options.ensemble_seeds
+    elif "dango" in names or ("mlp_embeddings" in names and options.mlp_embeddings_source == "dango"):
+        n_base = 1
+    if n_base:
+        out[DangoVariant()] = ("dango", n_base)
+    return out
+
+
 def dango_runs(data: FoldData, variant: DangoVariant, n_seeds: int) -> list[DangoRun]:
-    """DANGO fits of ``variant`` for seeds ``data.seed + s`` (cached per fold and variant).
+    """DANGO fits of ``variant`` for seeds ``data.seed + s`` (cached per fold and variant). The
+    runner may put precomputed fits there (``data.cache[("fits", variant)]``, e.g. from run
+    folders trained by :func:`dango_nb.runs.run_many`); only missing seeds are fitted here.
     Checkpoints are written only for the unchanged model when the ensemble needs the top-k."""
     from dango_nb import train
 

@@ -38,7 +38,8 @@ from ..errors import ParamsError
 from ..fileio import atomic_write, atomic_write_json, atomic_write_table, read_json, to_strict_json
 from .spec import RunParams, resolved_dict, run_params
 
-__all__ = ["MARKER", "RunFolder", "train_run", "is_complete", "partial_path", "read_progress", "request_of"]
+__all__ = ["MARKER", "RunFolder", "is_complete", "partial_path", "read_progress", "remember_study", "request_of",
+           "train_run"]
 
 MARKER = "COMPLETE"
 PROGRESS_FILE = "progress.json"
@@ -303,6 +304,23 @@ def train_run(params: RunParams | Mapping, out: str | os.PathLike, *, run_id: st
 
 
 # ------------------------------------------------------------------------------------------ read
+def model_device(model):
+    import torch
+
+    return next(iter(model.parameters()), torch.empty(0)).device
+
+
+def remember_study(data, study) -> None:
+    """Use the already loaded ``study`` for runs of ``data`` in this process (no second load)."""
+    import dataclasses
+
+    key = json.dumps(dataclasses.asdict(data), sort_keys=True, default=str)
+    _STUDIES.pop(key, None)
+    if len(_STUDIES) >= 2:
+        _STUDIES.pop(next(iter(_STUDIES)))
+    _STUDIES[key] = study
+
+
 @dataclass
 class RunFolder:
     """A complete run folder, read back (:meth:`open`)."""
@@ -347,6 +365,20 @@ class RunFolder:
         from ._api import checkpoint_files
 
         return checkpoint_files([self.checkpoint_dir], top_k)
+
+    def fit_result(self, device: str = "cpu"):
+        """The run's :class:`~dango_nb.train.FitResult` rebuilt from ``checkpoints/last.pt``: the
+        model after the last epoch, the recorded best-epoch parameters (``best_model()`` is the
+        model an in-process fit returns), scaler, history and ``checkpoint_dir``."""
+        from ._api import FitResult, load_checkpoint, load_intact
+
+        last = self.checkpoint_dir / "last.pt"
+        model, scaler = load_checkpoint(last, device=device)
+        ckpt, _ = load_intact([last, self.checkpoint_dir / "last.prev.pt"], device)
+        info = self.info
+        return FitResult(model=model, history=self.history, scaler=scaler, best_epoch=info["best_epoch"],
+                         checkpoint_dir=self.checkpoint_dir, device=model_device(model),
+                         stopped_early=bool(info["stopped_early"]), best_state=ckpt.get("best_state"))
 
     def load_model(self, device: str = "cpu"):
         """``(model, scaler)`` of the best kept checkpoint (eval mode)."""

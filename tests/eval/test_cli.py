@@ -245,6 +245,9 @@ def test_evaluate_train_fields_checked_before_any_work(tmp_path, capsys, train, 
     (["--ensemble-top-k", "-1"], "ensemble_top_k must be >= 1"),
     (["--models", "dango_turbo"], "unknown model(s) ['dango_turbo']"),
     (["--epochs", "-3"], "TrainConfig.epochs: expected an integer >= 1, got -3"),
+    (["--workers", "0"], "workers must be an integer >= 1, got 0"),
+    (["--gpus-per-run", "-1"], "gpus_per_run must be a number >= 0"),
+    (["--address", "auto", "--inline"], "address needs backend 'ray'"),
 ])
 def test_evaluate_options_checked_before_any_work(tmp_path, capsys, args, message):
     data_dir = tmp_path / "data"
@@ -271,3 +274,20 @@ def test_evaluate_needs_triplets(tmp_path, capsys):
     assert main(["evaluate", "--string", str(links), "--out", str(tmp_path / "ev")]) == 2
     assert _err_line(capsys) == ("dango-nb evaluate: error: evaluate needs triplets: give --preset, or --string "
                                  "together with --kuzmin")
+
+
+def test_evaluate_keeps_its_dango_fits_as_run_folders(tmp_path, capsys):
+    data_dir, out = tmp_path / "data", tmp_path / "ev"
+    rc = main(["evaluate", "--preset", "tiny", "--data-dir", str(data_dir), "--splits", "random", "--folds", "0",
+               "--models", "mean", "dango", "--epochs", "2", "--transition-epoch", "1", "--n-boot", "0",
+               "--train", '{"model": {"hidden_channels": 8}}', "--out", str(out), "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    from dango_nb.runs import RunFolder
+
+    folder = RunFolder.open(out / "runs" / "random_fold0_seed0")
+    assert folder.params["data"]["preset"] == "tiny" and folder.params["train"]["epochs"] == 2
+    rc = main(["evaluate", "--preset", "tiny", "--data-dir", str(data_dir), "--splits", "random", "--folds", "0",
+               "--models", "mean", "--n-boot", "0", "--out", str(tmp_path / "ev2"), "--no-progress", "--no-keep-runs",
+               "--models", "dango", "--epochs", "2", "--transition-epoch", "1"])
+    assert rc == 0, capsys.readouterr().err
+    assert not (tmp_path / "ev2" / "runs").exists()
