@@ -444,7 +444,8 @@ def run_report(params_dir: str | os.PathLike, out: str | os.PathLike, only: Sequ
                progress: bool = False) -> tuple[list[RunResult], dict]:
     """Validate ``params_dir``, take the report folder's lock, run the notebooks, write the index and
     summaries (rewritten after every notebook, so they always say how far the run got)."""
-    params_dir, out = Path(params_dir), Path(out)
+    # absolute: papermill changes the working directory to the notebooks' folder while one runs
+    params_dir, out = Path(params_dir).resolve(), Path(out).resolve()
     log = log or (lambda *a: print(*a, flush=True))
     stems = list(NOTEBOOKS)
     if only:

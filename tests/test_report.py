@@ -353,3 +353,13 @@ def test_every_run_folder_records_its_resolved_params_and_provenance(tmp_path):
         assert f"href='{name}/params.yaml'" in index and f"href='{name}/provenance.json'" in index
     runs = json.loads((out / "summary.json").read_text())["runs"]
     assert [r["params"] for r in runs] == ["lambda_determination/params.yaml", "evaluation/params.yaml"]
+
+
+def test_relative_out_folder_works(tmp_path, monkeypatch):
+    """``make report`` passes ``--out reports``: a relative folder, while papermill changes the working
+    directory to the notebooks' folder during a run."""
+    monkeypatch.chdir(tmp_path)
+    results, summary = report.run_report(TINY, "reports", only=["lambda_determination"], log=_quiet)
+    assert results[0].status == "ok", results[0].error
+    assert (tmp_path / "reports" / "lambda_determination" / "summary.json").is_file()
+    assert (tmp_path / "reports" / "lambda_determination" / report.KERNEL_LOG).is_file()
