@@ -46,3 +46,22 @@ def ray_local(fault_dir):
         yield ray
     finally:
         session.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """The ``tiny`` synthetic study, generated per test module (modules may define their own)."""
+    from dango_nb.data.study import load_study
+
+    return load_study("tiny", seed=0, data_dir=tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="module")
+def split(study):
+    """Seeded 80/10 train/validation triplets of ``study``."""
+    import torch
+
+    t = study.triplets
+    n = len(t)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(1))
+    return t.subset(perm[: int(0.8 * n)]), t.subset(perm[int(0.8 * n): int(0.9 * n)])

@@ -14,7 +14,6 @@ import pytest
 import torch
 
 import dango_nb
-from dango_nb.data.study import load_study
 from dango_nb.eval.prediction import evaluate, predict
 from dango_nb.losses import DangoLoss
 from dango_nb.models import Dango
@@ -29,19 +28,6 @@ LAMBDAS = {"neighborhood": 1.0, "fusion": 1.0, "cooccurence": 1.0, "coexpression
            "experimental": 0.1, "database": 1.0}
 PKG = Path(dango_nb.__file__).resolve().parent
 CUDA = torch.device("cuda")
-
-
-@pytest.fixture(scope="module")
-def study(tmp_path_factory):
-    return load_study("tiny", seed=0, data_dir=tmp_path_factory.mktemp("data"))
-
-
-@pytest.fixture(scope="module")
-def split(study):
-    t = study.triplets
-    n = len(t)
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(1))
-    return t.subset(perm[: int(0.8 * n)]), t.subset(perm[int(0.8 * n): int(0.9 * n)])
 
 
 def cfg(**kw):

@@ -10,24 +10,10 @@ import pandas as pd
 import pytest
 import torch
 
-from dango_nb.data.study import load_study
 from dango_nb.train import TrainConfig, fit, list_checkpoints, load_checkpoint
 
 LAMBDAS = {"neighborhood": 1.0, "fusion": 1.0, "cooccurence": 1.0, "coexpression": 0.1,
            "experimental": 0.1, "database": 1.0}
-
-
-@pytest.fixture(scope="module")
-def study(tmp_path_factory):
-    return load_study("tiny", seed=0, data_dir=tmp_path_factory.mktemp("data"))
-
-
-@pytest.fixture(scope="module")
-def split(study):
-    t = study.triplets
-    perm = torch.randperm(len(t), generator=torch.Generator().manual_seed(1))
-    n = len(t)
-    return t.subset(perm[: int(0.8 * n)]), t.subset(perm[int(0.8 * n): int(0.9 * n)])
 
 
 def cfg(**kw):

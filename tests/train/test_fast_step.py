@@ -12,7 +12,6 @@ import pytest
 import torch
 
 import dango_nb
-from dango_nb.data.study import load_study
 from dango_nb.errors import TrainingDivergedError
 from dango_nb.models import Dango
 from dango_nb.train import Callback, TrainConfig, fit
@@ -22,19 +21,6 @@ LAMBDAS = {"neighborhood": 1.0, "fusion": 1.0, "cooccurence": 1.0, "coexpression
            "experimental": 0.1, "database": 1.0}
 PKG = Path(dango_nb.__file__).resolve().parent
 LOOP_CODE = (PKG / "train", PKG / "losses.py")
-
-
-@pytest.fixture(scope="module")
-def study(tmp_path_factory):
-    return load_study("tiny", seed=0, data_dir=tmp_path_factory.mktemp("data"))
-
-
-@pytest.fixture(scope="module")
-def split(study):
-    t = study.triplets
-    perm = torch.randperm(len(t), generator=torch.Generator().manual_seed(1))
-    n = len(t)
-    return t.subset(perm[: int(0.8 * n)]), t.subset(perm[int(0.8 * n): int(0.9 * n)])
 
 
 def cfg(**kw):
