@@ -84,7 +84,7 @@ def _run_sweep(args) -> int:
         for r in sweep.runs:
             done = is_complete(Path(args.out) / "runs" / r.run_id)
             print(f"{r.run_id}\t{'complete' if done else 'to run'}")
-        print(json.dumps({"runs": len(sweep.runs), "axes": list(sweep.axes)}))
+        print(json.dumps({"runs": len(sweep.runs), "axes": sweep.columns}))
         return 0
     try:
         result = run_sweep(sweep, args.out, workers=args.workers, address=args.address,

@@ -316,7 +316,7 @@ def run_sweep(sweep, out: str | os.PathLike, **kwargs) -> SweepResult:
         yaml.safe_dump(to_strict_json({"source": sweep.source, **sweep.to_dict()}), fh, sort_keys=False)
     atomic_write_json(provenance(), out / "provenance.json")
     specs = sweep_specs(sweep, out)
-    axes = list(sweep.axes)
+    axes = sweep.columns
     done: dict[str, RunOutcome] = {}
     user_cb = kwargs.pop("on_result", None)
 

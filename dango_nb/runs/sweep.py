@@ -5,6 +5,9 @@
     base: train.yaml            # a run parameter file (relative to this file) or an inline mapping
     overrides:                  # optional dotted keys set on the base for every run
       train.epochs: 20
+    variants:                   # optional named recipes (dotted keys), each crossed with the grid
+      reference: {}
+      regularised: {train.weight_decay: 0.01, train.model.attention_dropout: 0.3}
     axes:                       # the grid: every combination is one run (a run folder)
       train.schedule: [PreThenPost, LinearUntilUniform]
       train.transition_epoch: [0, 2, 5]
@@ -16,8 +19,10 @@ An axis or override key is ``data.<field>``, ``train.<TrainConfig field>``,
 (``lr``, ``model.hidden_channels``), and ``split`` / ``fold`` stand for ``split.name`` / ``split.fold``.
 Unknown keys fail before anything runs, naming the file and the key; every expanded run is then
 validated like a run parameter file. A run's folder name is made of its axis values
-(``schedule-PreThenPost_transition_epoch-2_seed-0``), so it stays the same when axes are reordered
-and a rerun finds the runs already done.
+(``schedule-PreThenPost_transition_epoch-2_seed-0``, led by ``variant-<name>`` when there are
+variants), so it stays the same when axes are reordered and a rerun finds the runs already done.
+Variants are for comparing recipes that differ in several keys at once (a grid over each key would
+mostly run combinations nobody asked for); the results table gets a ``variant`` column.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from .spec import RunParams, load_run_mapping, run_params, section_fields, set_k
 
 __all__ = ["RunSpec", "Sweep", "load_sweep", "sweep_from_mapping", "normalise_key"]
 
-_TOP = ("base", "overrides", "axes")
+_TOP = ("base", "overrides", "variants", "axes")
 _SHORTHAND = {"split": "split.name", "fold": "split.fold"}
 
 
@@ -59,9 +64,18 @@ class Sweep:
     overrides: dict
     axes: dict[str, list]
     runs: list[RunSpec] = field(default_factory=list)
+    variants: dict[str, dict] = field(default_factory=dict)
+
+    @property
+    def columns(self) -> list[str]:
+        """What tells the runs apart: ``variant`` (when there are variants), then the axis keys."""
+        return (["variant"] if self.variants else []) + list(self.axes)
 
     def to_dict(self) -> dict:
-        return {"base": self.base, "overrides": self.overrides, "axes": self.axes}
+        out = {"base": self.base, "overrides": self.overrides, "axes": self.axes}
+        if self.variants:
+            out["variants"] = self.variants
+        return out
 
 
 def normalise_key(key: Any, source: str, where: str) -> str:
@@ -138,15 +152,22 @@ def sweep_from_mapping(raw: Any, source: str = "<sweep>", base_dir: str | os.Pat
         if not isinstance(values, list) or not values:
             raise ParamsError(f"{source}: axes: key '{k}': expected a non-empty list of values, got {values!r}")
         axes[key] = list(values)
+    variants = _variants(raw.get("variants"), source, axes)
     run_params(base_map, base_source)  # the base alone must be valid (clear errors before the grid)
 
-    sweep = Sweep(source=source, base=base_map, overrides=dict(overrides), axes=axes)
+    sweep = Sweep(source=source, base=base_map, overrides=dict(overrides), axes=axes, variants=variants)
     seen: dict[str, dict] = {}
-    for combo in itertools.product(*axes.values()) if axes else [()]:
+    grid = itertools.product(variants.items() or [None], *axes.values()) if axes or variants else [(None,)]
+    for variant, *combo in grid:
         values = dict(zip(axes, combo))
         mapping = base_map
+        if variant is not None:
+            for k, v in variant[1].items():
+                mapping = set_key(mapping, k, v, source)
+            values = {"variant": variant[0], **values}
         for k, v in values.items():
-            mapping = set_key(mapping, k, v, source)
+            if k != "variant":
+                mapping = set_key(mapping, k, v, source)
         rid = run_id(values)
         where = f"{source} (run {rid})"
         params = run_params(mapping, where)
@@ -156,6 +177,34 @@ def sweep_from_mapping(raw: Any, source: str = "<sweep>", base_dir: str | os.Pat
         seen[rid] = values
         sweep.runs.append(RunSpec(rid, values, params))
     return sweep
+
+
+def _variants(raw: Any, source: str, axes: Mapping[str, list]) -> dict[str, dict]:
+    """``variants``: name -> mapping of dotted keys (normalised); names become folder names."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping) or not raw:
+        raise ParamsError(f"{source}: key 'variants': expected a non-empty mapping of names to mappings of "
+                          f"dotted keys, got {raw!r}")
+    out: dict[str, dict] = {}
+    for name, keys in raw.items():
+        if not isinstance(name, str) or _value_text(name) != name:
+            raise ParamsError(f"{source}: variants: name {name!r}: expected letters, digits, '.', '+' or '-' "
+                              f"(it becomes part of a folder name)")
+        if keys is None:
+            keys = {}
+        if not isinstance(keys, Mapping):
+            raise ParamsError(f"{source}: variants: '{name}': expected a mapping of dotted keys to values, "
+                              f"got {keys!r}")
+        norm: dict[str, Any] = {}
+        for k, v in keys.items():
+            key = normalise_key(k, source, f"variants: '{name}'")
+            if key in axes:
+                raise ParamsError(f"{source}: variants: '{name}' sets '{key}', which is also an axis; "
+                                  f"set it in one place")
+            norm[key] = v
+        out[name] = norm
+    return out
 
 
 def load_sweep(path: str | os.PathLike) -> Sweep:

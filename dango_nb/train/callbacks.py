@@ -1,5 +1,5 @@
-"""Callbacks of the training loop: early stopping (and the best epoch), checkpoints, progress
-bars and the user's per-epoch function.
+"""Callbacks of the training loop: early stopping (and the best epoch), the learning-rate
+schedule, checkpoints, progress bars and the user's per-epoch function.
 
 The loop calls, in order of ``loop.callbacks``: ``on_train_start(loop)``,
 ``on_epoch_start(loop, epoch)``, ``on_step_end(loop, epoch, step)``, ``on_epoch_end(loop, epoch,
@@ -17,9 +17,10 @@ from typing import Any, Callable, Mapping
 from tqdm.auto import tqdm
 
 from dango_nb.train.checkpoint import CheckpointManager, rng_state
-from dango_nb.train.config import higher_is_better
+from dango_nb.train.config import LR_SCHEDULES, higher_is_better
 
-__all__ = ["Callback", "EarlyStopping", "ModelCheckpoint", "ProgressBar", "EpochCallback"]
+__all__ = ["LR_SCHEDULES", "Callback", "EarlyStopping", "LearningRateSchedule", "ModelCheckpoint", "ProgressBar",
+           "EpochCallback"]
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,62 @@ class EarlyStopping(Callback):
         self.bad_epochs, self.stopped_early = int(state["bad_epochs"]), bool(state["stopped_early"])
 
 
+class LearningRateSchedule(Callback):
+    """The learning rate per epoch (``TrainConfig.lr_schedule``); neither the original DANGO code
+    nor the summary spec schedules it (both keep Adam's rate fixed), so this is off by default.
+
+    - ``"cosine"``: ``lr_e = lr_min + (lr - lr_min) * (1 + cos(pi * e / epochs)) / 2`` for epoch
+      ``e`` of ``epochs`` (set before each epoch; a closed form of the epoch, so a resumed run
+      gets the same rates; its horizon is ``epochs``, which a resume therefore may not change).
+    - ``"plateau"``: multiply the rate by ``factor`` (not below ``lr_min``) after ``patience``
+      eligible epochs in a row without improvement of the early-stopping metric
+      (:class:`torch.optim.lr_scheduler.ReduceLROnPlateau`; pre-training epochs do not count).
+
+    Runs after :class:`EarlyStopping` and before :class:`ModelCheckpoint`, so a checkpoint holds
+    the rate and the plateau counter after this epoch's decision.
+    """
+
+    def __init__(self, optimizer, kind: str, lr: float, epochs: int, lr_min: float = 0.0,
+                 factor: float = 0.5, patience: int = 2, higher: bool = True):
+        if kind not in LR_SCHEDULES:
+            raise ValueError(f"unknown learning-rate schedule {kind!r}; known: {', '.join(LR_SCHEDULES)}")
+        self.optimizer, self.kind, self.lr, self.epochs, self.lr_min = optimizer, kind, lr, epochs, lr_min
+        self.plateau = None
+        if kind == "plateau":
+            from torch.optim.lr_scheduler import ReduceLROnPlateau
+
+            self.plateau = ReduceLROnPlateau(optimizer, mode="max" if higher else "min", factor=factor,
+                                             patience=patience, threshold=0.0, min_lr=lr_min)
+
+    def rate(self, epoch: int) -> float:
+        """The cosine rate of ``epoch``."""
+        return self.lr_min + (self.lr - self.lr_min) * (1.0 + math.cos(math.pi * epoch / self.epochs)) / 2.0
+
+    def on_epoch_start(self, loop, epoch):
+        if self.kind == "cosine":
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.rate(epoch)
+
+    def on_epoch_end(self, loop, epoch, row):
+        if self.plateau is not None and loop.eligible(row) and math.isfinite(row[loop.early_stopping.metric]):
+            before = self.optimizer.param_groups[0]["lr"]
+            self.plateau.step(row[loop.early_stopping.metric])
+            after = self.optimizer.param_groups[0]["lr"]
+            if after < before:
+                log.info("epoch %d: learning rate %.3g -> %.3g (%s on a plateau)", epoch, before, after,
+                         loop.early_stopping.metric)
+        return False
+
+    def state_dict(self):
+        if self.plateau is not None:
+            return {"plateau": self.plateau.state_dict()}
+        return {"epochs": self.epochs}  # the cosine horizon, checked when a run resumes
+
+    def load_state_dict(self, state):
+        if self.plateau is not None and state.get("plateau") is not None:
+            self.plateau.load_state_dict(state["plateau"])
+
+
 class ModelCheckpoint(Callback):
     """``last.pt`` after every epoch and the top-k eligible epochs (:class:`CheckpointManager`)."""
 
@@ -100,6 +157,8 @@ class ModelCheckpoint(Callback):
         es = self.early_stopping
         state = {"epoch": loop.epoch, "rows": [dict(r) for r in loop.rows], **es.state_dict(),
                  "loss_reference": dict(loop.loss_reference)}
+        if loop.lr_schedule is not None:
+            state["lr_schedule"] = loop.lr_schedule.state_dict()
         last = {"optimizer": loop.optimizer.state_dict(), "rng": rng_state(loop.generator),
                 "state": state, "best_state": es.best_state}
         self.manager.save(self.manager.payload(loop.model, loop.scaler, loop.cell_graph), epoch,

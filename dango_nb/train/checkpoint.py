@@ -342,6 +342,11 @@ class CheckpointManager:
             detail = ", ".join(f"{k}: {saved.get(k, defaults.get(k))!r} -> {now[k]!r}" for k in diff)
             raise ValueError(f"{path}: cannot resume, TrainConfig differs from the checkpointed run ({detail}); "
                              f"use another checkpoint_dir")
+        horizon = ckpt["state"].get("lr_schedule", {}).get("epochs")
+        if now.get("lr_schedule") == "cosine" and horizon != self.config.epochs:
+            raise ValueError(f"{path}: cannot resume, lr_schedule 'cosine' anneals over epochs={horizon!r} "
+                             f"and this run has epochs={self.config.epochs!r}; keep epochs, or use another "
+                             f"checkpoint_dir")
         if ckpt["fingerprint"] != self.fingerprint:
             raise ValueError(f"{path}: cannot resume, the training/validation triplets differ from the "
                              f"checkpointed run; use another checkpoint_dir")

@@ -20,7 +20,10 @@ from typing import Any, Mapping
 
 from dango_nb.schedules import SCHEDULES
 
-__all__ = ["HISTORY_COLUMNS", "METRIC_COLUMNS", "RESUMABLE_KEYS", "TrainConfig", "higher_is_better"]
+#: Learning-rate schedules (``TrainConfig.lr_schedule``); :mod:`dango_nb.train.callbacks` implements them.
+LR_SCHEDULES = ("cosine", "plateau")
+
+__all__ = ["HISTORY_COLUMNS", "LR_SCHEDULES", "METRIC_COLUMNS", "RESUMABLE_KEYS", "TrainConfig", "higher_is_better"]
 
 HISTORY_COLUMNS = (
     "epoch", "alpha", "w_rec", "w_int", "loss_total", "loss_rec", "loss_int", "loss_rec_weighted",
@@ -51,7 +54,14 @@ class TrainConfig:
         batch_size: triplets per step (:func:`~dango_nb.train.fit`); genes per step in
             :func:`~dango_nb.train.pretrain`.
         optimizer: ``"adam"`` or ``"adamw"``.
-        lr, weight_decay: optimiser settings.
+        lr, weight_decay: optimiser settings (``weight_decay`` with ``"adamw"`` is decoupled weight
+            decay, Loshchilov & Hutter; with ``"adam"`` it is an L2 term in the gradient). Neither
+            DANGO implementation uses weight decay; 0 keeps that.
+        lr_schedule: ``None`` (a constant rate, as in the original DANGO code and the spec),
+            ``"cosine"`` or ``"plateau"`` (:class:`~dango_nb.train.callbacks.LearningRateSchedule`).
+        lr_min: the floor of either schedule.
+        lr_factor, lr_patience: ``"plateau"``: multiply the rate by ``lr_factor`` after
+            ``lr_patience`` eligible epochs without improvement of ``early_stopping_metric``.
         schedule, transition_epoch: loss schedule by registered name (:mod:`dango_nb.schedules`).
         interaction_loss: ``"logcosh"`` or ``"mse"``.
         grad_clip: max global gradient norm, ``None`` for no clipping.
@@ -78,6 +88,10 @@ class TrainConfig:
     optimizer: str = "adam"
     lr: float = 1e-3
     weight_decay: float = 0.0
+    lr_schedule: str | None = None
+    lr_min: float = 0.0
+    lr_factor: float = 0.5
+    lr_patience: int = 2
     schedule: str = "PreThenPost"
     transition_epoch: int = 10
     interaction_loss: str = "logcosh"
@@ -121,6 +135,15 @@ class TrainConfig:
             raise bad("optimizer", "'adam' or 'adamw'")
         number("lr", 0.0, strict=True)
         number("weight_decay", 0.0, strict=False)
+        if self.lr_schedule is not None and self.lr_schedule not in LR_SCHEDULES:
+            raise bad("lr_schedule", "null, " + " or ".join(f"'{k}'" for k in LR_SCHEDULES))
+        number("lr_min", 0.0, strict=False)
+        if self.lr_min >= self.lr:
+            raise bad("lr_min", f"a number below lr ({self.lr})")
+        number("lr_factor", 0.0, strict=True)
+        if self.lr_factor >= 1.0:
+            raise bad("lr_factor", "a number in (0, 1)")
+        integer("lr_patience", 0)
         if not isinstance(self.schedule, str) or self.schedule not in SCHEDULES:
             raise bad("schedule", "one of " + ", ".join(sorted(SCHEDULES)))
         integer("transition_epoch", 0)

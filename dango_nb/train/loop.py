@@ -50,7 +50,8 @@ from dango_nb.losses import DangoLoss, lookup_lambda
 from dango_nb.models import Dango
 from dango_nb.schedules import Schedule
 from dango_nb.seed import seed_everything
-from dango_nb.train.callbacks import Callback, EarlyStopping, EpochCallback, ModelCheckpoint, ProgressBar
+from dango_nb.train.callbacks import (Callback, EarlyStopping, EpochCallback, LearningRateSchedule, ModelCheckpoint,
+                                      ProgressBar)
 from dango_nb.train.checkpoint import CheckpointManager, fingerprint, set_rng_state
 from dango_nb.train.config import HISTORY_COLUMNS, TrainConfig
 from dango_nb.train.device import deterministic_kernels, resolve_device
@@ -266,6 +267,12 @@ class TrainingLoop:
         self.rows: list[dict[str, float]] = []
         self.early_stopping = EarlyStopping(metric, config.early_stopping_patience)
         self.callbacks: list[Callback] = [self.early_stopping]
+        self.lr_schedule: LearningRateSchedule | None = None
+        if config.lr_schedule is not None:
+            self.lr_schedule = LearningRateSchedule(
+                self.optimizer, config.lr_schedule, config.lr, config.epochs, lr_min=config.lr_min,
+                factor=config.lr_factor, patience=config.lr_patience, higher=self.early_stopping.higher)
+            self.callbacks.append(self.lr_schedule)
         self.ckpt_dir = Path(config.checkpoint_dir) if config.checkpoint_dir is not None else None
         if self.ckpt_dir is not None:
             manager = CheckpointManager(self.ckpt_dir, config, source.name, data_fp)
@@ -289,6 +296,8 @@ class TrainingLoop:
         state = ckpt["state"]
         self.epoch, self.rows = int(state["epoch"]), [dict(r) for r in state["rows"]]
         self.early_stopping.load_state_dict(state)
+        if self.lr_schedule is not None:
+            self.lr_schedule.load_state_dict(state.get("lr_schedule", {}))
         self.early_stopping.best_state = ckpt.get("best_state")
         self.loss_reference = {k: float(v) for k, v in state.get("loss_reference", {}).items()}
         set_rng_state(ckpt["rng"], self.generator)

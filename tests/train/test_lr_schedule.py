@@ -1,0 +1,101 @@
+"""Learning-rate schedules: the documented rates, resume equality, refusals, and no change when off."""
+
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from dango_nb.train import TrainConfig, fit
+
+LAMBDAS = {"neighborhood": 1.0, "fusion": 1.0, "cooccurence": 1.0, "coexpression": 0.1,
+           "experimental": 0.1, "database": 1.0}
+
+
+def cfg(**kw):
+    base = dict(epochs=5, batch_size=256, lr=0.01, schedule="PreThenPost", transition_epoch=1, progress=False,
+                device="cpu", model={"hidden_channels": 16, "num_heads": 2})
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def numbers(history: pd.DataFrame) -> pd.DataFrame:
+    return history.drop(columns=["time_s"])
+
+
+def test_cosine_rates_follow_the_formula(study, split):
+    train, val = split
+    res = fit(study.cell_graph, train, val, cfg(lr_schedule="cosine", lr_min=0.001), LAMBDAS)
+    want = [0.001 + (0.01 - 0.001) * (1 + math.cos(math.pi * e / 5)) / 2 for e in range(5)]
+    assert res.history["lr"].tolist() == pytest.approx(want, rel=1e-12)
+    assert res.history["lr"].iloc[0] == pytest.approx(0.01)
+
+
+def test_plateau_lowers_the_rate_only_after_patience_eligible_epochs(study, split):
+    train, val = split
+    # val_mse "improves" only when it falls; lr_patience 0 reduces after every non-improving eligible epoch
+    res = fit(study.cell_graph, train, val, cfg(epochs=6, lr_schedule="plateau", lr_factor=0.5, lr_patience=0,
+                                                early_stopping_metric="val_mse"), LAMBDAS)
+    h = res.history
+    assert h["lr"].iloc[0] == h["lr"].iloc[1] == pytest.approx(0.01)  # epoch 0 is pre-training: never counted
+    best = math.inf
+    lr = 0.01
+    for e in range(1, 6):
+        assert h["lr"].iloc[e] == pytest.approx(lr), e
+        v = h["val_mse"].iloc[e]
+        if v < best:
+            best = v
+        else:
+            lr *= 0.5
+    assert h["lr"].min() >= 0.0
+
+
+def test_plateau_never_goes_below_lr_min(study, split):
+    train, val = split
+    res = fit(study.cell_graph, train, val, cfg(epochs=6, lr_schedule="plateau", lr_factor=0.1, lr_patience=0,
+                                                lr_min=0.004, early_stopping_metric="loss_total"), LAMBDAS)
+    assert res.history["lr"].min() >= 0.004 - 1e-15
+
+
+@pytest.mark.parametrize("kind", ["cosine", "plateau"])
+def test_resume_equals_uninterrupted(study, split, tmp_path, kind):
+    train, val = split
+    kw = dict(lr_schedule=kind, lr_patience=0, early_stopping_metric="val_mse")
+    straight = fit(study.cell_graph, train, val, cfg(**kw), LAMBDAS)
+    stop = tmp_path / "interrupted"
+
+    class Interrupt(Exception):
+        pass
+
+    def interrupt(epoch, row):
+        if epoch == 2:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        fit(study.cell_graph, train, val, cfg(checkpoint_dir=str(stop), **kw), LAMBDAS, callback=interrupt)
+    resumed = fit(study.cell_graph, train, val, cfg(checkpoint_dir=str(stop), **kw), LAMBDAS)
+    pd.testing.assert_frame_equal(numbers(resumed.history), numbers(straight.history), check_exact=True)
+    for (k, p), q in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(p, q), k
+
+
+def test_cosine_refuses_a_resume_with_other_epochs(study, split, tmp_path):
+    train, val = split
+    fit(study.cell_graph, train, val, cfg(epochs=3, lr_schedule="cosine", checkpoint_dir=str(tmp_path)), LAMBDAS)
+    with pytest.raises(ValueError, match="cosine.*epochs=3.*epochs=5"):
+        fit(study.cell_graph, train, val, cfg(epochs=5, lr_schedule="cosine", checkpoint_dir=str(tmp_path)), LAMBDAS)
+
+
+def test_off_is_a_constant_rate(study, split):
+    train, val = split
+    res = fit(study.cell_graph, train, val, cfg(epochs=3), LAMBDAS)
+    assert res.history["lr"].tolist() == [0.01] * 3
+
+
+@pytest.mark.parametrize("kw, key", [
+    ({"lr_schedule": "step"}, "lr_schedule"), ({"lr_min": 0.5}, "lr_min"), ({"lr_min": -1.0}, "lr_min"),
+    ({"lr_factor": 1.0}, "lr_factor"), ({"lr_factor": 0.0}, "lr_factor"), ({"lr_patience": -1}, "lr_patience"),
+])
+def test_bad_settings_name_the_key(kw, key):
+    with pytest.raises(ValueError, match=f"TrainConfig.{key}: expected"):
+        cfg(**kw)
