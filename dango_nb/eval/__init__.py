@@ -1,7 +1,8 @@
 """Evaluation: splits, baselines, ensembles, prediction, pre-training analyses, the model registry
 and the runner that puts them into one metrics table."""
 
-from dango_nb.eval.ensemble import EnsembleScorer, Member, checkpoint_files, combine, ensemble_gain, member_predictions
+from dango_nb.eval.ensemble import (EnsembleScorer, Member, checkpoint_files, combine, ensemble_contributions,
+                                    ensemble_gain, member_predictions)
 from dango_nb.eval.options import EvaluationOptions
 from dango_nb.eval.prediction import evaluate, predict
 from dango_nb.eval.registry import (DEFAULT_MODELS, MODELS, DangoVariant, FoldData, ModelOutput, get_model,
@@ -12,7 +13,7 @@ from dango_nb.eval.splits import SPLITS, Fold, make_splits
 
 __all__ = [
     "DEFAULT_MODELS", "MODELS", "SPLITS", "DangoVariant", "EnsembleScorer", "EvaluationOptions", "EvaluationResult",
-    "Fold", "FoldData", "Member", "ModelOutput", "checkpoint_files", "combine", "ensemble_gain", "evaluate",
+    "Fold", "FoldData", "Member", "ModelOutput", "checkpoint_files", "combine", "ensemble_contributions", "ensemble_gain", "evaluate",
     "get_model", "graph_channels", "make_splits", "member_predictions", "model_names", "planted_signal", "predict",
     "register_model", "restrict_channels", "run_evaluation", "summary_table",
 ]

@@ -144,25 +144,66 @@ def checkpoint_files(paths: Sequence[str | os.PathLike], top_k: int | None = Non
 # Analysis tables
 
 def ensemble_gain(y_true, member_preds, names: Sequence[str] | None = None, seed: int = 0,
-                  n_balanced_repeats: int = 10) -> pd.DataFrame:
-    """Metrics of every member, of the average single member and of the ensemble.
+                  n_balanced_repeats: int = 10, groups: Sequence[str] | None = None) -> pd.DataFrame:
+    """Metrics of every member, of the average single member and of the ensemble, and with
+    ``groups`` what each axis of a top-k x seeds ensemble adds.
 
     Rows: one per member (``kind="member"``), ``"single_mean"`` (mean over members: the expected
     single model), ``"ensemble"`` and ``"gain"`` (ensemble minus single_mean; negative mse = better).
+
+    ``groups`` names each member's run (e.g. its seed; members of a run best first, as
+    :func:`checkpoint_files` lists them). Then also (``kind="decomposition"``):
+    ``"best_single"`` (mean over runs of the run's best-validation checkpoint alone: what one fit
+    reports), ``"top_k"`` (mean over runs of the run's own top-k ensemble), ``"seeds"`` (the
+    ensemble of every run's best checkpoint), and the gains over ``best_single`` of those two and
+    of the whole ensemble: ``"gain_top_k"``, ``"gain_seeds"``, ``"gain_ensemble"``.
     """
     p = np.asarray(member_preds, dtype=np.float64)
     names = list(names) if names is not None else [f"member{k}" for k in range(len(p))]
     if len(names) != len(p):
         raise ValueError(f"{len(names)} names for {len(p)} members")
-    rows = [{"name": n, "kind": "member", **M.evaluate(y_true, pk, seed=seed, n_balanced_repeats=n_balanced_repeats)}
-            for n, pk in zip(names, p)]
+    if groups is not None and len(groups) != len(p):
+        raise ValueError(f"{len(groups)} groups for {len(p)} members")
+
+    def ev(pred):
+        return M.evaluate(y_true, pred, seed=seed, n_balanced_repeats=n_balanced_repeats)
+
+    rows = [{"name": n, "kind": "member", **ev(pk)} for n, pk in zip(names, p)]
     single = pd.DataFrame(rows)[list(M.METRICS)].mean(numeric_only=True)
     mean, _ = combine(p)
-    ens = M.evaluate(y_true, mean, seed=seed, n_balanced_repeats=n_balanced_repeats)
+    ens = ev(mean)
     rows.append({"name": "single_mean", "kind": "summary", **single.to_dict()})
     rows.append({"name": "ensemble", "kind": "summary", **ens})
     rows.append({"name": "gain", "kind": "summary", **{m: ens[m] - single[m] for m in M.METRICS}})
+    if groups is not None:
+        order = list(dict.fromkeys(groups))
+        members = {g: [k for k, gk in enumerate(groups) if gk == g] for g in order}
+        by_run = pd.DataFrame([ev(p[ks[0]]) for ks in members.values()])[list(M.METRICS)]
+        best = by_run.mean(numeric_only=True)
+        top_k = pd.DataFrame([ev(combine(p[ks])[0]) for ks in members.values()])[list(M.METRICS)].mean(
+            numeric_only=True)
+        seeds = ev(combine(p[[ks[0] for ks in members.values()]])[0])
+        for name, values in (("best_single", best.to_dict()), ("top_k", top_k.to_dict()), ("seeds", seeds)):
+            rows.append({"name": name, "kind": "decomposition", **values})
+        for name, values in (("gain_top_k", top_k), ("gain_seeds", seeds), ("gain_ensemble", ens)):
+            rows.append({"name": name, "kind": "decomposition", **{m: values[m] - best[m] for m in M.METRICS}})
     return pd.DataFrame(rows)
+
+
+def ensemble_contributions(gains: pd.DataFrame, metric: str = "pearson") -> pd.DataFrame:
+    """What each axis of a top-k x seeds ensemble adds, per split (mean over folds): from the
+    evaluation's ``ensemble_gain`` table (its ``decomposition`` rows) to one row per split with
+    ``best_single`` (one fit's best checkpoint), ``top_k`` (its top-k checkpoints), ``seeds`` (the
+    seeds' best checkpoints), ``top_k_x_seeds`` (all members) and the last three minus the first."""
+    cols = ["split", "best_single", "top_k", "seeds", "top_k_x_seeds", "gain_top_k", "gain_seeds", "gain_ensemble"]
+    if gains is None or gains.empty or "kind" not in gains or not (gains["kind"] == "decomposition").any():
+        return pd.DataFrame(columns=cols)
+    names = ["best_single", "top_k", "seeds", "ensemble", "gain_top_k", "gain_seeds", "gain_ensemble"]
+    d = gains[gains["name"].isin(names)]
+    wide = d.pivot_table(index=["split", "fold"], columns="name", values=metric, aggfunc="first", dropna=False)
+    wide = wide.rename(columns={"ensemble": "top_k_x_seeds"})
+    out = wide.groupby(level="split", sort=False).mean().reset_index()
+    return out.reindex(columns=cols)
 
 
 def spread_error_table(y_true, prediction, spread) -> pd.DataFrame:

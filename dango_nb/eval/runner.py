@@ -351,8 +351,9 @@ def _run_fold(fold: Fold, data: FoldData, specs, options: EvaluationOptions, tar
                 **({"pvalue": pvalues[test_rows]} if pvalues is not None else {}),
                 **({"signal": signal[test_rows]} if signal is not None else {})}))
         if spec.name == "dango_ensemble" and "ensemble_members" in data.cache:
-            preds, names = data.cache["ensemble_members"]
-            g = ensemble_gain(y_test, preds, names, seed=seed, n_balanced_repeats=options.n_balanced_repeats)
+            preds, names, groups = data.cache["ensemble_members"]
+            g = ensemble_gain(y_test, preds, names, seed=seed, n_balanced_repeats=options.n_balanced_repeats,
+                              groups=groups)
             g.insert(0, "fold", fold.fold)
             g.insert(0, "split", fold.split)
             tables.gains.append(g)

@@ -213,9 +213,9 @@ def _ensemble_members(runs: list[DangoRun], top_k: int | None) -> list:
             for row in listed.itertuples():
                 model, scaler = load_checkpoint(row.path, device="cpu")
                 members.append(Member(model, scaler, f"seed{s}/epoch{row.epoch}",
-                                      {"epoch": row.epoch, row.metric: row.value}))
+                                      {"run": f"seed{s}", "epoch": row.epoch, row.metric: row.value}))
         else:
-            members.append(Member(run.best, fit.scaler, f"seed{s}/best_epoch{fit.best_epoch}"))
+            members.append(Member(run.best, fit.scaler, f"seed{s}/best_epoch{fit.best_epoch}", {"run": f"seed{s}"}))
     return members
 
 
@@ -228,7 +228,7 @@ def _dango_ensemble(data: FoldData):
     members = _ensemble_members(runs, data.options.ensemble_top_k)
     preds = member_predictions(members, runs[0].graph, data.test_indices)
     mean, spread = combine(preds)
-    data.cache["ensemble_members"] = (preds, [m.name for m in members])
+    data.cache["ensemble_members"] = (preds, [m.name for m in members], [m.info["run"] for m in members])
     # time of the extra seeds only when "dango" (seed 0) was already fitted for this fold
     return ModelOutput(mean, spread, sum(r.fit_s for r in runs[min(cached, 1):]))
 

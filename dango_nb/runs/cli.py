@@ -1,4 +1,5 @@
-"""``dango-nb train``, ``dango-nb sweep`` and the ``--run`` option of ``dango-nb predict``.
+"""``dango-nb train``, ``dango-nb sweep``, ``dango-nb compare`` and the ``--run`` option of
+``dango-nb predict``.
 
 Registered in :mod:`dango_nb.__main__` through :data:`COMMANDS` (same shape as its own table);
 nothing heavy is imported until a command runs.
@@ -106,6 +107,35 @@ def _run_sweep(args) -> int:
     return 1 if result.failed else 0
 
 
+# ---------------------------------------------------------------------------------------- compare
+def _add_compare(p: argparse.ArgumentParser) -> None:
+    p.add_argument("sweep_dir", help="a finished sweep folder (with results.csv), e.g. sweeps/NAME")
+    p.add_argument("--recipe", nargs="+", default=None, metavar="COLUMN",
+                   help="columns that make a recipe (default: all sweep columns but train.seed and the split)")
+    p.add_argument("--ensembles", action="store_true",
+                   help="also score top-k x seeds ensembles of each recipe (a prediction pass per checkpoint)")
+    p.add_argument("--top-k", type=int, default=None, help="checkpoints per run in those ensembles (default: all kept)")
+
+
+def _run_compare(args) -> int:
+    import pandas as pd
+
+    from .compare import compare_recipes, write_recipes
+
+    table = compare_recipes(args.sweep_dir, recipe=args.recipe, ensembles=args.ensembles, top_k=args.top_k)
+    path = write_recipes(table, args.sweep_dir)
+    cols = [c for c in table.columns if c in ("variant", "split", "runs", "test_pearson", "test_pearson_sd",
+                                              "fraction_of_ceiling", "fraction_of_ceiling_sd", "best_additive",
+                                              "margin_over_additive", "best_epoch", "ens_top_k_x_seeds")
+            or c in (args.recipe or [])]
+    if table.attrs.get("synthetic"):
+        print("SYNTHETIC benchmark: these numbers come from the embedded synthetic data, not the real screen")
+    with pd.option_context("display.width", 220, "display.max_columns", 30, "display.precision", 4):
+        print(table[cols].to_string(index=False))
+    print(json.dumps({"recipes": str(path)}))
+    return 0
+
+
 # -------------------------------------------------------------------------------- predict --run
 def _run_folder(text: str) -> Path:
     """argparse type of ``--run``: an existing folder (what it holds is checked by :func:`expand_runs`)."""
@@ -149,11 +179,13 @@ def run_checkpoint_paths(runs) -> list[str]:
 COMMANDS = {
     "train": (_add_train, _run_train, "train one model into a run folder"),
     "sweep": (_add_sweep, _run_sweep, "run a sweep file's grid of runs on Ray into a sweep folder"),
+    "compare": (_add_compare, _run_compare, "compare a finished sweep's recipes with the noise ceiling and the "
+                                            "additive baselines of the same test parts"),
 }
 
 
 def add_parsers(subparsers) -> None:
-    """Add ``train`` and ``sweep`` to an argparse subparsers object."""
+    """Add ``train``, ``sweep`` and ``compare`` to an argparse subparsers object."""
     for name, (add, run, help_) in COMMANDS.items():
         p = subparsers.add_parser(name, help=help_, description=help_)
         add(p)

@@ -92,8 +92,8 @@ class EarlyStopping(Callback):
 
 
 class LearningRateSchedule(Callback):
-    """The learning rate per epoch (``TrainConfig.lr_schedule``); neither the original DANGO code
-    nor the summary spec schedules it (both keep Adam's rate fixed), so this is off by default.
+    """The learning rate per epoch (``TrainConfig.lr_schedule``). Off by default: the original DANGO
+    code and the summary spec keep Adam's rate fixed; TorchCell's DANGO reduces it on a plateau.
 
     - ``"cosine"``: ``lr_e = lr_min + (lr - lr_min) * (1 + cos(pi * e / epochs)) / 2`` for epoch
       ``e`` of ``epochs`` (set before each epoch; a closed form of the epoch, so a resumed run

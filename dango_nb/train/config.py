@@ -55,10 +55,12 @@ class TrainConfig:
             :func:`~dango_nb.train.pretrain`.
         optimizer: ``"adam"`` or ``"adamw"``.
         lr, weight_decay: optimiser settings (``weight_decay`` with ``"adamw"`` is decoupled weight
-            decay, Loshchilov & Hutter; with ``"adam"`` it is an L2 term in the gradient). Neither
-            DANGO implementation uses weight decay; 0 keeps that.
+            decay, Loshchilov & Hutter; with ``"adam"`` it is an L2 term in the gradient). The
+            original DANGO code uses Adam without weight decay (the default here); TorchCell's
+            DANGO uses AdamW with weight decay 1e-6.
         lr_schedule: ``None`` (a constant rate, as in the original DANGO code and the spec),
-            ``"cosine"`` or ``"plateau"`` (:class:`~dango_nb.train.callbacks.LearningRateSchedule`).
+            ``"cosine"`` or ``"plateau"`` (:class:`~dango_nb.train.callbacks.LearningRateSchedule`;
+            TorchCell's DANGO reduces on a plateau: factor 0.2, patience 3).
         lr_min: the floor of either schedule.
         lr_factor, lr_patience: ``"plateau"``: multiply the rate by ``lr_factor`` after
             ``lr_patience`` eligible epochs without improvement of ``early_stopping_metric``.
@@ -70,7 +72,8 @@ class TrainConfig:
             step of the run that computed it (values below 1e-3 count as 1e-3); ``None`` turns
             the check off (a NaN or infinite loss always stops the run).
         early_stopping_patience: stop after this many eligible epochs without improvement of
-            ``early_stopping_metric`` (``None`` = never stop early).
+            ``early_stopping_metric`` (``None`` = never stop early; the original DANGO code stops
+            after 10).
         early_stopping_metric: a history column; also ranks the top-k checkpoints and ``best_epoch``.
         device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
         seed: seeds Python, NumPy, torch and the shuffling generator.

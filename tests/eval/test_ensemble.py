@@ -55,3 +55,26 @@ def test_spread_tables():
     assert len(flat) == 1 and np.isnan(flat.attrs["spearman"])
     with pytest.raises(ValueError, match="lengths"):
         spread_error_table(y, pred[:-1], spread)
+
+
+def test_decomposition_by_run_separates_top_k_and_seeds():
+    from dango_nb import metrics as M
+
+    rng = np.random.default_rng(3)
+    y = rng.normal(size=400)
+    # two runs (seeds) of three checkpoints each, best first; checkpoints of one run share most of their error
+    run_err = [rng.normal(size=400) for _ in range(2)]
+    preds = np.stack([y + run_err[r] + 0.3 * rng.normal(size=400) for r in range(2) for _ in range(3)])
+    groups = ["seed0"] * 3 + ["seed1"] * 3
+    g = ensemble_gain(y, preds, groups=groups, n_balanced_repeats=1).set_index("name")
+    best = np.mean([M.pearson(y, preds[0]), M.pearson(y, preds[3])])
+    assert g.loc["best_single", "pearson"] == pytest.approx(best)
+    top_k = np.mean([M.pearson(y, preds[:3].mean(0)), M.pearson(y, preds[3:].mean(0))])
+    assert g.loc["top_k", "pearson"] == pytest.approx(top_k)
+    assert g.loc["seeds", "pearson"] == pytest.approx(M.pearson(y, preds[[0, 3]].mean(0)))
+    assert g.loc["gain_top_k", "pearson"] == pytest.approx(top_k - best)
+    # independent run errors average out across seeds more than shared ones across checkpoints
+    assert g.loc["gain_seeds", "pearson"] > g.loc["gain_top_k", "pearson"] > 0
+    assert g.loc["gain_ensemble", "pearson"] == pytest.approx(g.loc["ensemble", "pearson"] - best)
+    with pytest.raises(ValueError, match="5 groups for 6 members"):
+        ensemble_gain(y, preds, groups=groups[:5])

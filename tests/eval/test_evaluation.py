@@ -148,6 +148,18 @@ def test_dango_single_ensemble_and_ablations(study, lambdas, tmp_path):
     g = r.ensemble
     assert (g["kind"] == "member").sum() == 4
     assert set(g["name"]) >= {"single_mean", "ensemble", "gain"}
+    d = g[g["kind"] == "decomposition"].set_index("name")
+    assert list(d.index) == ["best_single", "top_k", "seeds", "gain_top_k", "gain_seeds", "gain_ensemble"]
+    assert d.loc["gain_ensemble", "pearson"] == pytest.approx(
+        g.set_index("name").loc["ensemble", "pearson"] - d.loc["best_single", "pearson"])
+    from dango_nb.eval import ensemble_contributions
+
+    c = ensemble_contributions(g).set_index("split")
+    assert c.loc["random", "top_k_x_seeds"] == pytest.approx(m.loc["dango_ensemble", "pearson"])
+    assert c.loc["random", "gain_seeds"] == pytest.approx(c.loc["random", "seeds"] - c.loc["random", "best_single"])
+    # the first seed's best checkpoint is the model of the "dango" row
+    seed0_best = g[(g["kind"] == "member") & g["name"].str.startswith("seed0/")].iloc[0]
+    assert seed0_best["pearson"] == pytest.approx(m.loc["dango", "pearson"], abs=1e-6)
     ens = r.predictions[r.predictions.model == "dango_ensemble"]
     assert (ens["spread"] > 0).all() and r.predictions.query("model == 'dango'")["spread"].isna().all()
     # the single model is the first seed's best-validation model: not the same as the ensemble

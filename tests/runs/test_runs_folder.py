@@ -132,3 +132,43 @@ def test_metric_vs_axis_draws_the_mean_over_other_axes():
     np.testing.assert_allclose(lines["B"].get_ydata(), [0.2])  # the NaN run is left out
     figs = sweep_figures(df, ["train.schedule", "train.transition_epoch", "train.seed"])
     assert set(figs) == {"test_pearson_vs_transition_epoch", "test_pearson_vs_schedule", "test_pearson_vs_seed"}
+
+
+def test_variants_cross_the_grid_and_set_every_listed_key():
+    sweep = sweep_from_mapping({
+        "base": {"data": {"preset": "tiny"}, "train": {"epochs": 3, "model": {"hidden_channels": 16}}},
+        "variants": {"reference": {}, "regularised": {"model.output_dropout": 0.25, "weight_decay": 0.1,
+                                                      "optimizer": "adamw"}},
+        "axes": {"train.seed": [0, 1]},
+    }, "sw.yaml")
+    assert [r.run_id for r in sweep.runs] == ["variant-reference_seed-0", "variant-reference_seed-1",
+                                              "variant-regularised_seed-0", "variant-regularised_seed-1"]
+    assert sweep.columns == ["variant", "train.seed"]
+    ref, reg = sweep.runs[0].params.train, sweep.runs[2].params.train
+    assert (ref.optimizer, ref.weight_decay, ref.model) == ("adam", 0.0, {"hidden_channels": 16})
+    assert (reg.optimizer, reg.weight_decay) == ("adamw", 0.1)
+    assert reg.model == {"hidden_channels": 16, "output_dropout": 0.25}  # merged into the base's model keys
+    assert sweep.runs[2].axes == {"variant": "regularised", "train.seed": 0}
+    assert sweep.to_dict()["variants"]["regularised"]["train.weight_decay"] == 0.1
+
+
+@pytest.mark.parametrize("variants, message", [
+    ({"a b": {}}, r"variants: name 'a b': expected letters"),
+    ({"x": {"learning_rate": 1}}, r"variants: 'x': unknown key 'train\.learning_rate'"),
+    ({"x": {"seed": 3}}, r"variants: 'x' sets 'train\.seed', which is also an axis"),
+    ({"x": [1]}, r"variants: 'x': expected a mapping"),
+    ([], r"key 'variants': expected a non-empty mapping"),
+])
+def test_bad_variants_name_the_file_and_key(variants, message):
+    with pytest.raises(ParamsError, match=rf"sw\.yaml: {message}"):
+        sweep_from_mapping({"base": {"data": {"preset": "tiny"}}, "variants": variants,
+                            "axes": {"train.seed": [0]}}, "sw.yaml")
+
+
+def test_shipped_study_sweeps_expand():
+    from pathlib import Path
+
+    for path in sorted((Path(__file__).resolve().parents[2] / "params" / "studies").glob("*.yaml")):
+        sweep = load_sweep(path)
+        assert sweep.variants and "reference" in sweep.variants, path
+        assert all(r.params.data.preset in ("small", "kuzmin") for r in sweep.runs), path

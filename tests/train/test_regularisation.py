@@ -1,4 +1,5 @@
-"""Learning-rate schedules: the documented rates, resume equality, refusals, and no change when off."""
+"""Training-side regularisation switches: learning-rate schedules (the documented rates, resume
+equality, refusals), weight decay, and the default configuration's recorded numbers."""
 
 import math
 
@@ -99,3 +100,34 @@ def test_off_is_a_constant_rate(study, split):
 def test_bad_settings_name_the_key(kw, key):
     with pytest.raises(ValueError, match=f"TrainConfig.{key}: expected"):
         cfg(**kw)
+
+
+def test_default_training_matches_the_recorded_numbers(study):
+    """Recorded with the code before the learning-rate schedules and weight-decay switches existed
+    (same seed, tiny preset, 1 thread): every switch off gives the same training numbers."""
+    from dango_nb.eval.splits import make_splits
+
+    f = make_splits("random", study.triplets.indices.numpy(), n_folds=5, seed=0)[0]
+    train = study.triplets.subset(torch.as_tensor(f.train))
+    val = study.triplets.subset(torch.as_tensor(f.val))
+    config = TrainConfig(epochs=4, batch_size=128, lr=0.01, transition_epoch=1, progress=False, device="cpu",
+                         model={"hidden_channels": 16})
+    h = fit(study.cell_graph, train, val, config, LAMBDAS).history
+    assert h["loss_total"].tolist() == pytest.approx(
+        [0.07664394535258877, 0.360477307616653, 0.3555708761481424, 0.33624374481518543], rel=1e-9)
+    assert h["val_pearson"].tolist() == pytest.approx(
+        [0.08970763327146888, 0.2160093997486931, 0.23234714095297085, 0.3740737010714788], rel=1e-9)
+
+
+def test_decoupled_weight_decay_shrinks_the_weights(study, split):
+    train, val = split
+
+    def norm(res):
+        return float(torch.sqrt(sum((p.detach() ** 2).sum() for p in res.model.parameters())))
+
+    plain = fit(study.cell_graph, train, val, cfg(epochs=3, optimizer="adamw", weight_decay=0.0), LAMBDAS)
+    adam = fit(study.cell_graph, train, val, cfg(epochs=3), LAMBDAS)
+    decayed = fit(study.cell_graph, train, val, cfg(epochs=3, optimizer="adamw", weight_decay=5.0), LAMBDAS)
+    # AdamW without decay is Adam; with decay every step multiplies the weights by (1 - lr * wd)
+    pd.testing.assert_frame_equal(numbers(plain.history), numbers(adam.history), check_exact=True)
+    assert norm(decayed) < 0.9 * norm(plain)

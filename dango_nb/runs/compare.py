@@ -1,0 +1,186 @@
+"""Recipes of a sweep side by side: test Pearson as a fraction of the noise ceiling, the additive
+baselines of the same test parts, the best-validation epoch and what ensembling adds.
+
+A *recipe* is one combination of the sweep's columns other than ``train.seed`` and the split (a
+``variant``, or an axis value); its runs over seeds are summarised per split (mean and sd over
+seeds; folds, when the sweep has several, are pooled with the seeds). The references of each
+split x fold (noise ceiling on synthetic data, ``additive`` and ``pairwise_additive``) come from
+:func:`~dango_nb.eval.run_evaluation` on exactly the test part the runs held out (same split
+function, fold and seed), so a fraction of the ceiling and a margin over the baseline compare
+like with like. ``dango-nb compare SWEEP_FOLDER`` writes the result as ``recipes.csv`` beside
+``results.csv``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["BASELINES", "SPLIT_KEYS", "compare_recipes", "split_references", "write_recipes"]
+
+#: The baselines every recipe is compared with (the best of them is ``best_additive``).
+BASELINES = ("additive", "pairwise_additive")
+#: The resolved ``split`` keys that identify a test part.
+SPLIT_KEYS = ("name", "fold", "n_folds", "seed", "val_fraction", "n_test_genes")
+
+
+def _runs(sweep_dir: Path) -> pd.DataFrame:
+    from ..fileio import read_json
+    from .folder import RunFolder
+
+    results = pd.read_csv(sweep_dir / "results.csv")
+    ok = results[results["status"].isin(["done", "skipped"])].copy()
+    if ok.empty:
+        raise ValueError(f"{sweep_dir / 'results.csv'}: no finished runs to compare")
+    rows = []
+    for path in ok["path"]:
+        folder = RunFolder.open(path)
+        params = folder.params
+        if params.get("split") is None:
+            raise ValueError(f"{path}: the run held out no test part (split: null); nothing to compare")
+        rows.append({**{f"_split_{k}": params["split"][k] for k in SPLIT_KEYS},
+                     "_data": json.dumps(params["data"], sort_keys=True), "_seed": params["train"]["seed"],
+                     "_test_n": read_json(Path(path) / "run.json").get("n_test")})
+    return pd.concat([ok.reset_index(drop=True), pd.DataFrame(rows)], axis=1)
+
+
+def split_references(data: dict, splits: Sequence[dict]) -> pd.DataFrame:
+    """Noise ceiling and baselines per split x fold of one data source.
+
+    ``data``: a run's ``data`` section; ``splits``: resolved ``split`` sections (keys
+    :data:`SPLIT_KEYS`). One row per split: those keys plus ``ceiling`` (NaN on real data),
+    ``n_test``, one Pearson column per :data:`BASELINES` name and ``best_additive``.
+    """
+    from ..eval import run_evaluation
+    from ..params import DataParams, params_from_mapping
+
+    study = params_from_mapping(dict(data), DataParams, "data").load_study()
+    rows = []
+    for s in splits:
+        k = s.get("n_test_genes")
+        res = run_evaluation(study, splits=[s["name"]], models=list(BASELINES), n_folds=int(s["n_folds"]),
+                             folds=[int(s["fold"])], val_fraction=float(s["val_fraction"]),
+                             n_test_genes=None if k is None else {s["name"]: int(k)}, n_boot=0,
+                             n_balanced_repeats=1, seed=int(s["seed"]), out_dir=None, progress=False)
+        m = res.metrics.set_index("model")
+        row = {**{key: s.get(key) for key in SPLIT_KEYS}, "ceiling": float(m["ceiling"].iloc[0]),
+               "n_test": int(res.splits["n_test"].iloc[0]) if "n_test" in res.splits else None}
+        for b in BASELINES:
+            row[f"{b}_pearson"] = float(m.loc[b, "pearson"])
+        row["best_additive"] = max(row[f"{b}_pearson"] for b in BASELINES)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _ensemble_rows(group: pd.DataFrame, top_k: int | None) -> dict:
+    """Test Pearson of the best checkpoint (mean over runs), of each run's top-k ensemble (mean),
+    of the seeds' best checkpoints together and of top-k x seeds (:func:`ensemble_gain`)."""
+    from ..eval.ensemble import EnsembleScorer, Member, ensemble_gain
+    from ..params import DataParams, params_from_mapping
+    from ._api import load_checkpoint
+    from .folder import RunFolder
+
+    first = RunFolder.open(group["path"].iloc[0])
+    study = params_from_mapping(dict(first.params["data"]), DataParams, "data").load_study()
+    test = first.predictions("test")
+    members, groups = [], []
+    for path, run_id in zip(group["path"], group["run_id"]):
+        folder = RunFolder.open(path)
+        if not folder.predictions("test")["row"].equals(test["row"]):
+            raise ValueError(f"{path}: its test part differs from {first.path}'s; cannot ensemble them")
+        for ckpt in folder.checkpoints(top_k):
+            model, scaler = load_checkpoint(ckpt, device="cpu")
+            members.append(Member(model, scaler, f"{run_id}/{Path(ckpt).stem}"))
+            groups.append(run_id)
+    idx = study.triplets.indices[np.asarray(test["row"])]
+    preds = EnsembleScorer(members, study.cell_graph).member_predictions(idx)
+    g = ensemble_gain(test["tau"].to_numpy(np.float64), preds, groups=groups, n_balanced_repeats=1).set_index("name")
+    return {"ens_best_single": g.loc["best_single", "pearson"], "ens_top_k": g.loc["top_k", "pearson"],
+            "ens_seeds": g.loc["seeds", "pearson"], "ens_top_k_x_seeds": g.loc["ensemble", "pearson"],
+            "ens_members": len(members)}
+
+
+def compare_recipes(sweep_dir: str | os.PathLike, recipe: Sequence[str] | None = None,
+                    ensembles: bool = False, top_k: int | None = None) -> pd.DataFrame:
+    """One row per recipe x split of a finished sweep folder (``results.csv`` and its runs).
+
+    Args:
+        recipe: the columns that make a recipe (default: every sweep column except
+            ``train.seed`` and the split's ``name`` / ``fold``).
+        ensembles: also score ensembles of each recipe x split's runs (``ens_*`` columns; loads
+            every kept checkpoint, so it takes a prediction pass per checkpoint).
+        top_k: checkpoints per run in those ensembles (``None``: all kept).
+
+    Columns: the recipe columns, ``split``, ``runs``, ``test_pearson`` / ``test_pearson_sd``,
+    ``val_pearson``, ``fraction_of_ceiling`` / ``fraction_of_ceiling_sd`` (per run, then mean and
+    sd), ``ceiling``, the baselines' Pearson, ``best_additive``, ``margin_over_additive``
+    (``test_pearson - best_additive``), ``best_epoch`` / ``best_epoch_sd``, ``epochs_run`` and
+    ``fit_s`` (means). Standard deviations use ddof=1 and are NaN for a single run.
+    """
+    sweep_dir = Path(sweep_dir)
+    runs = _runs(sweep_dir)
+    axis_cols = [c for c in runs.columns if c == "variant" or c.startswith(("data.", "train.", "split."))]
+    if recipe is None:
+        recipe = [c for c in axis_cols if c not in ("train.seed", "split.name", "split.fold")]
+    refs = []
+    for data, sub in runs.groupby("_data", sort=False):
+        splits = sub[[f"_split_{k}" for k in SPLIT_KEYS]].drop_duplicates()
+        splits.columns = list(SPLIT_KEYS)
+        ref = split_references(json.loads(data), [
+            {k: (None if pd.isna(v) else v) for k, v in r.items()} for r in splits.to_dict("records")])
+        ref["_data"] = data
+        refs.append(ref)
+    ref = pd.concat(refs, ignore_index=True).rename(columns={k: f"_split_{k}" for k in SPLIT_KEYS})
+    keys = ["_data"] + [f"_split_{k}" for k in SPLIT_KEYS]
+    for k in keys[1:]:
+        runs[k] = runs[k].astype(object).where(runs[k].notna(), None)
+        ref[k] = ref[k].astype(object).where(ref[k].notna(), None)
+    merged = runs.merge(ref, on=keys, how="left", validate="many_to_one")
+    merged["fraction_of_ceiling"] = merged["test_pearson"] / merged["ceiling"]
+    merged["split"] = merged["_split_name"]
+    out = []
+    group_cols = list(recipe) + ["_data", "split"]
+    for key, g in merged.groupby(group_cols, sort=False, dropna=False):
+        key = key if isinstance(key, tuple) else (key,)
+        row = dict(zip(group_cols, key))
+        row.pop("_data")
+        row["runs"] = len(g)
+        for col in ("test_pearson", "fraction_of_ceiling", "best_epoch"):
+            vals = pd.to_numeric(g[col], errors="coerce").astype(float)
+            row[col] = float(vals.mean())
+            row[f"{col}_sd"] = float(vals.std(ddof=1)) if len(vals) > 1 else float("nan")
+        row["val_pearson"] = float(g["val_pearson"].mean())
+        row["ceiling"] = float(g["ceiling"].mean())
+        for b in BASELINES:
+            row[f"{b}_pearson"] = float(g[f"{b}_pearson"].mean())
+        row["best_additive"] = float(g["best_additive"].mean())
+        row["margin_over_additive"] = row["test_pearson"] - row["best_additive"]
+        row["epochs_run"] = float(pd.to_numeric(g["epochs_run"], errors="coerce").mean())
+        row["fit_s"] = float(g["fit_s"].mean())
+        if ensembles:
+            if g["_split_fold"].nunique() > 1:
+                for fold, gf in g.groupby("_split_fold"):
+                    row.update({f"{k}_fold{fold}": v for k, v in _ensemble_rows(gf, top_k).items()})
+            else:
+                row.update(_ensemble_rows(g, top_k))
+        out.append(row)
+    table = pd.DataFrame(out)
+    from ..params import DataParams, params_from_mapping
+
+    table.attrs["synthetic"] = not any(params_from_mapping(json.loads(d), DataParams, "data").real
+                                       for d in runs["_data"].unique())
+    return table
+
+
+def write_recipes(table: pd.DataFrame, sweep_dir: str | os.PathLike) -> Path:
+    """``recipes.csv`` in the sweep folder (atomically; undefined numbers as empty cells)."""
+    from ..fileio import atomic_write_table
+
+    path = Path(sweep_dir) / "recipes.csv"
+    atomic_write_table(table, path)
+    return path

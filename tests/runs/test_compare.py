@@ -1,0 +1,68 @@
+"""Comparing a sweep's recipes: references on the runs' own test parts, fractions, margins, ensembles."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dango_nb.__main__ import main
+from dango_nb.data.study import load_study
+from dango_nb.eval import run_evaluation
+from dango_nb.runs import run_sweep, sweep_from_mapping
+
+
+@pytest.fixture(scope="module")
+def finished_sweep(tmp_path_factory):
+    root = tmp_path_factory.mktemp("compare")
+    data = {"preset": "tiny", "seed": 0, "data_dir": str(root / "data")}
+    sweep = sweep_from_mapping({
+        "base": {"data": data, "train": {"epochs": 3, "batch_size": 128, "lr": 0.01, "transition_epoch": 1,
+                                         "keep_top_k": 2, "progress": False, "model": {"hidden_channels": 8}}},
+        "variants": {"reference": {}, "dropout": {"model.output_dropout": 0.25}},
+        "axes": {"split.name": ["random", "gene1"], "train.seed": [0, 1]},
+    }, "compare-sweep")
+    result = run_sweep(sweep, root / "sweep", backend="inline", progress=False)
+    assert not result.failed
+    return root / "sweep", data
+
+
+def test_recipes_use_the_references_of_the_runs_own_test_parts(finished_sweep):
+    from dango_nb.runs.compare import compare_recipes
+
+    out, data = finished_sweep
+    table = compare_recipes(out)
+    assert table.attrs["synthetic"]
+    assert len(table) == 4 and set(table["variant"]) == {"reference", "dropout"}
+    assert set(table["split"]) == {"random", "gene1"} and (table["runs"] == 2).all()
+    study = load_study("tiny", seed=0, data_dir=data["data_dir"])
+    results = pd.read_csv(out / "results.csv")
+    for split in ("random", "gene1"):
+        ref = run_evaluation(study, splits=[split], models=["additive", "pairwise_additive"], folds=[0], n_boot=0,
+                             n_balanced_repeats=1, out_dir=None, progress=False).metrics.set_index("model")
+        row = table[(table["variant"] == "dropout") & (table["split"] == split)].iloc[0]
+        assert row["ceiling"] == pytest.approx(ref["ceiling"].iloc[0])
+        best = max(ref.loc["additive", "pearson"], ref.loc["pairwise_additive", "pearson"])
+        assert row["best_additive"] == pytest.approx(best)
+        runs = results[(results["variant"] == "dropout") & (results["split.name"] == split)]
+        assert row["test_pearson"] == pytest.approx(runs["test_pearson"].mean())
+        assert row["test_pearson_sd"] == pytest.approx(runs["test_pearson"].std(ddof=1))
+        assert row["fraction_of_ceiling"] == pytest.approx((runs["test_pearson"] / row["ceiling"]).mean())
+        assert row["margin_over_additive"] == pytest.approx(row["test_pearson"] - best)
+        assert row["best_epoch"] == pytest.approx(runs["best_epoch"].mean())
+
+
+def test_ensembles_and_the_command_line(finished_sweep, capsys):
+    out, _ = finished_sweep
+    assert main(["compare", str(out), "--ensembles"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("SYNTHETIC benchmark")
+    table = pd.read_csv(out / "recipes.csv")
+    results = pd.read_csv(out / "results.csv")
+    for row in table.itertuples():
+        runs = results[(results["variant"] == row.variant) & (results["split.name"] == row.split)]
+        # the best-checkpoint ensemble member of each run is that run's reported model
+        assert row.ens_best_single == pytest.approx(runs["test_pearson"].mean(), abs=1e-6)
+        assert row.ens_members == 4  # 2 seeds x top-2
+        assert all(math.isfinite(v) for v in (row.ens_top_k, row.ens_seeds, row.ens_top_k_x_seeds))
+    assert np.isfinite(table["fraction_of_ceiling"]).all()
