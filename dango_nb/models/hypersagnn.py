@@ -131,8 +131,9 @@ class HyperSAGNN(nn.Module):
         y_i = w^\top \mathrm{Drop}_{out}\big((\mathrm{Drop}_{proj}(d_i) - \mathrm{Drop}_{proj}(s_i))^2\big) + b,
         \qquad \mathrm{score} = \tfrac{1}{3} \textstyle\sum_i y_i
 
-    Switches (all off by default; the summary spec has none of the dropouts or the feed-forward
-    block, the original DANGO code has all of them):
+    Switches (all off by default; the summary spec and TorchCell's DANGO (2 layers, 4 heads, linear
+    attention output, ReZero) have none of the dropouts or the feed-forward block, the original
+    DANGO code has all of them):
 
     - ``attention_dropout``: on each attention layer's output, before the residual (original: 0.3).
     - ``projection_dropout``: on the dynamic and static embeddings, the outputs of the two branches

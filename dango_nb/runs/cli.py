@@ -109,7 +109,7 @@ def _run_sweep(args) -> int:
 
 # ---------------------------------------------------------------------------------------- compare
 def _add_compare(p: argparse.ArgumentParser) -> None:
-    p.add_argument("sweep_dir", help="a finished sweep folder (with results.csv), e.g. sweeps/NAME")
+    p.add_argument("sweep_dir", help="a sweep folder, e.g. sweeps/NAME (its complete runs; the sweep may still run)")
     p.add_argument("--recipe", nargs="+", default=None, metavar="COLUMN",
                    help="columns that make a recipe (default: all sweep columns but train.seed and the split)")
     p.add_argument("--ensembles", action="store_true",

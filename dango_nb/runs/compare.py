@@ -1,6 +1,7 @@
 """Recipes of a sweep side by side: test Pearson as a fraction of the noise ceiling, the additive
 baselines of the same test parts, the best-validation epoch and what ensembling adds.
 
+Only complete runs count (a sweep still running, or interrupted, can be compared so far).
 A *recipe* is one combination of the sweep's columns other than ``train.seed`` and the split (a
 ``variant``, or an axis value); its runs over seeds are summarised per split (mean and sd over
 seeds; folds, when the sweep has several, are pooled with the seeds). The references of each
@@ -30,22 +31,36 @@ SPLIT_KEYS = ("name", "fold", "n_folds", "seed", "val_fraction", "n_test_genes")
 
 
 def _runs(sweep_dir: Path) -> pd.DataFrame:
-    from ..fileio import read_json
-    from .folder import RunFolder
+    """One row per complete run folder of the sweep (as in ``results.csv``), also while the sweep
+    is unfinished or was interrupted: the runs and their axis values come from the sweep's
+    ``sweep.yaml``, the numbers from each run's ``run.json``."""
+    from ..fileio import read_yaml
+    from .executor import RunOutcome, sweep_specs
+    from .folder import RunFolder, is_complete
+    from .results import results_table
+    from .sweep import sweep_from_mapping
 
-    results = pd.read_csv(sweep_dir / "results.csv")
-    ok = results[results["status"].isin(["done", "skipped"])].copy()
-    if ok.empty:
-        raise ValueError(f"{sweep_dir / 'results.csv'}: no finished runs to compare")
+    definition = sweep_dir / "sweep.yaml"
+    if not definition.is_file():
+        raise FileNotFoundError(f"{sweep_dir}: not a sweep folder (no sweep.yaml)")
+    raw = dict(read_yaml(definition) or {})
+    source = raw.pop("source", str(definition))
+    sweep = sweep_from_mapping(raw, str(definition), base_dir=Path(source).parent)
+    outcomes = []
+    for spec in sweep_specs(sweep, sweep_dir):
+        if is_complete(spec.out):
+            info = RunFolder.open(spec.out).info
+            outcomes.append(RunOutcome(spec.run_id, Path(spec.out), "done", info, None, dict(spec.axes)))
+    if not outcomes:
+        raise ValueError(f"{sweep_dir}: no complete runs to compare")
+    ok = results_table(outcomes, sweep.columns)
     rows = []
     for path in ok["path"]:
-        folder = RunFolder.open(path)
-        params = folder.params
+        params = RunFolder.open(path).params
         if params.get("split") is None:
             raise ValueError(f"{path}: the run held out no test part (split: null); nothing to compare")
         rows.append({**{f"_split_{k}": params["split"][k] for k in SPLIT_KEYS},
-                     "_data": json.dumps(params["data"], sort_keys=True), "_seed": params["train"]["seed"],
-                     "_test_n": read_json(Path(path) / "run.json").get("n_test")})
+                     "_data": json.dumps(params["data"], sort_keys=True), "_seed": params["train"]["seed"]})
     return pd.concat([ok.reset_index(drop=True), pd.DataFrame(rows)], axis=1)
 
 
@@ -107,7 +122,7 @@ def _ensemble_rows(group: pd.DataFrame, top_k: int | None) -> dict:
 
 def compare_recipes(sweep_dir: str | os.PathLike, recipe: Sequence[str] | None = None,
                     ensembles: bool = False, top_k: int | None = None) -> pd.DataFrame:
-    """One row per recipe x split of a finished sweep folder (``results.csv`` and its runs).
+    """One row per recipe x split of a sweep folder's complete runs.
 
     Args:
         recipe: the columns that make a recipe (default: every sweep column except

@@ -66,3 +66,22 @@ def test_ensembles_and_the_command_line(finished_sweep, capsys):
         assert row.ens_members == 4  # 2 seeds x top-2
         assert all(math.isfinite(v) for v in (row.ens_top_k, row.ens_seeds, row.ens_top_k_x_seeds))
     assert np.isfinite(table["fraction_of_ceiling"]).all()
+
+
+def test_an_unfinished_sweep_is_compared_on_its_complete_runs(finished_sweep, tmp_path):
+    import shutil
+
+    from dango_nb.runs.compare import compare_recipes
+    from dango_nb.runs.folder import MARKER
+
+    out, _ = finished_sweep
+    copy = tmp_path / "unfinished"
+    shutil.copytree(out, copy)
+    (copy / "results.csv").unlink()
+    (copy / "runs" / "variant-dropout_name-gene1_seed-1" / MARKER).unlink()  # as if still training
+    table = compare_recipes(copy).set_index(["variant", "split"])
+    assert table.loc[("dropout", "gene1"), "runs"] == 1
+    assert math.isnan(table.loc[("dropout", "gene1"), "test_pearson_sd"])
+    assert table.loc[("reference", "gene1"), "runs"] == 2
+    with pytest.raises(FileNotFoundError, match="not a sweep folder"):
+        compare_recipes(tmp_path)
