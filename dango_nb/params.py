@@ -424,10 +424,12 @@ def load_param_dir(folder: str | os.PathLike, notebooks: tuple[str, ...] = NOTEB
         raise ParamsError(f"{folder}: missing parameter file(s) {', '.join(m + '.yaml' for m in missing)}; "
                           f"a parameter directory holds one file per notebook: "
                           f"{', '.join(s + '.yaml' for s in notebooks)}")
-    extra = sorted(p.name for p in folder.glob("*.yaml") if p.stem not in SCHEMAS and p.stem not in RUN_FILES)
+    extra = sorted(p.name for p in folder.glob("*.yaml")
+                   if p.stem not in SCHEMAS and p.stem not in RUN_FILES and not p.stem.startswith("sweep_"))
     if extra:
         raise ParamsError(f"{folder}: unexpected parameter file(s) {', '.join(extra)}; allowed: "
-                          f"{', '.join(s + '.yaml' for s in SCHEMAS)}")
+                          f"{', '.join(s + '.yaml' for s in SCHEMAS)}, {', '.join(s + '.yaml' for s in RUN_FILES)} "
+                          f"and sweep files sweep_<name>.yaml")
     return {s: load_params(folder / f"{s}.yaml", s) for s in notebooks}
 
 

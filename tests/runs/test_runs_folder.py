@@ -168,7 +168,9 @@ def test_bad_variants_name_the_file_and_key(variants, message):
 def test_shipped_study_sweeps_expand():
     from pathlib import Path
 
-    for path in sorted((Path(__file__).resolve().parents[2] / "params" / "studies").glob("*.yaml")):
+    paths = sorted((Path(__file__).resolve().parents[2] / "params").glob("sweep_generalization_*.yaml"))
+    assert len(paths) == 2
+    for path in paths:
         sweep = load_sweep(path)
         assert sweep.variants and "reference" in sweep.variants, path
         assert all(r.params.data.preset in ("small", "kuzmin") for r in sweep.runs), path
