@@ -179,7 +179,7 @@ def run_checkpoint_paths(runs) -> list[str]:
 COMMANDS = {
     "train": (_add_train, _run_train, "train one model into a run folder"),
     "sweep": (_add_sweep, _run_sweep, "run a sweep file's grid of runs on Ray into a sweep folder"),
-    "compare": (_add_compare, _run_compare, "compare a finished sweep's recipes with the noise ceiling and the "
+    "compare": (_add_compare, _run_compare, "compare a sweep's recipes (its complete runs) with the noise ceiling and the "
                                             "additive baselines of the same test parts"),
 }
 
