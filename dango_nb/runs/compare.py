@@ -46,35 +46,39 @@ def _runs(sweep_dir: Path) -> pd.DataFrame:
     raw = dict(read_yaml(definition) or {})
     source = raw.pop("source", str(definition))
     sweep = sweep_from_mapping(raw, str(definition), base_dir=Path(source).parent)
-    outcomes = []
+    outcomes, rows = [], []
     for spec in sweep_specs(sweep, sweep_dir):
-        if is_complete(spec.out):
-            info = RunFolder.open(spec.out).info
-            outcomes.append(RunOutcome(spec.run_id, Path(spec.out), "done", info, None, dict(spec.axes)))
+        if not is_complete(spec.out):
+            continue
+        folder = RunFolder.open(spec.out)
+        params = folder.params
+        if params.get("split") is None:
+            raise ValueError(f"{spec.out}: the run held out no test part (split: null); nothing to compare")
+        outcomes.append(RunOutcome(spec.run_id, Path(spec.out), "done", folder.info, None, dict(spec.axes)))
+        rows.append({**{f"_split_{k}": params["split"][k] for k in SPLIT_KEYS},
+                     "_data": json.dumps(params["data"], sort_keys=True)})
     if not outcomes:
         raise ValueError(f"{sweep_dir}: no complete runs to compare")
-    ok = results_table(outcomes, sweep.columns)
-    rows = []
-    for path in ok["path"]:
-        params = RunFolder.open(path).params
-        if params.get("split") is None:
-            raise ValueError(f"{path}: the run held out no test part (split: null); nothing to compare")
-        rows.append({**{f"_split_{k}": params["split"][k] for k in SPLIT_KEYS},
-                     "_data": json.dumps(params["data"], sort_keys=True), "_seed": params["train"]["seed"]})
-    return pd.concat([ok.reset_index(drop=True), pd.DataFrame(rows)], axis=1)
+    return pd.concat([results_table(outcomes, sweep.columns), pd.DataFrame(rows)], axis=1)
 
 
-def split_references(data: dict, splits: Sequence[dict]) -> pd.DataFrame:
+def _load_study(data: dict):
+    from ..params import DataParams, params_from_mapping
+
+    return params_from_mapping(dict(data), DataParams, "data").load_study()
+
+
+def split_references(data: dict, splits: Sequence[dict], study=None) -> pd.DataFrame:
     """Noise ceiling and baselines per split x fold of one data source.
 
     ``data``: a run's ``data`` section; ``splits``: resolved ``split`` sections (keys
-    :data:`SPLIT_KEYS`). One row per split: those keys plus ``ceiling`` (NaN on real data),
-    ``n_test``, one Pearson column per :data:`BASELINES` name and ``best_additive``.
+    :data:`SPLIT_KEYS`); ``study``: the study ``data`` loads, if already loaded. One row per split:
+    those keys plus ``ceiling`` (NaN on real data), ``n_test``, one Pearson column per
+    :data:`BASELINES` name and ``best_additive``.
     """
     from ..eval import run_evaluation
-    from ..params import DataParams, params_from_mapping
 
-    study = params_from_mapping(dict(data), DataParams, "data").load_study()
+    study = _load_study(data) if study is None else study
     rows = []
     for s in splits:
         k = s.get("n_test_genes")
@@ -92,16 +96,14 @@ def split_references(data: dict, splits: Sequence[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _ensemble_rows(group: pd.DataFrame, top_k: int | None) -> dict:
+def _ensemble_rows(group: pd.DataFrame, study, top_k: int | None) -> dict:
     """Test Pearson of the best checkpoint (mean over runs), of each run's top-k ensemble (mean),
     of the seeds' best checkpoints together and of top-k x seeds (:func:`ensemble_gain`)."""
     from ..eval.ensemble import EnsembleScorer, Member, ensemble_gain
-    from ..params import DataParams, params_from_mapping
     from ._api import load_checkpoint
     from .folder import RunFolder
 
     first = RunFolder.open(group["path"].iloc[0])
-    study = params_from_mapping(dict(first.params["data"]), DataParams, "data").load_study()
     test = first.predictions("test")
     members, groups = [], []
     for path, run_id in zip(group["path"], group["run_id"]):
@@ -142,12 +144,14 @@ def compare_recipes(sweep_dir: str | os.PathLike, recipe: Sequence[str] | None =
     axis_cols = [c for c in runs.columns if c == "variant" or c.startswith(("data.", "train.", "split."))]
     if recipe is None:
         recipe = [c for c in axis_cols if c not in ("train.seed", "split.name", "split.fold")]
+    studies = {data: _load_study(json.loads(data)) for data in runs["_data"].unique()}  # each loaded once
     refs = []
     for data, sub in runs.groupby("_data", sort=False):
         splits = sub[[f"_split_{k}" for k in SPLIT_KEYS]].drop_duplicates()
         splits.columns = list(SPLIT_KEYS)
         ref = split_references(json.loads(data), [
-            {k: (None if pd.isna(v) else v) for k, v in r.items()} for r in splits.to_dict("records")])
+            {k: (None if pd.isna(v) else v) for k, v in r.items()} for r in splits.to_dict("records")],
+            study=studies[data])
         ref["_data"] = data
         refs.append(ref)
     ref = pd.concat(refs, ignore_index=True).rename(columns={k: f"_split_{k}" for k in SPLIT_KEYS})
@@ -163,7 +167,7 @@ def compare_recipes(sweep_dir: str | os.PathLike, recipe: Sequence[str] | None =
     for key, g in merged.groupby(group_cols, sort=False, dropna=False):
         key = key if isinstance(key, tuple) else (key,)
         row = dict(zip(group_cols, key))
-        row.pop("_data")
+        data = row.pop("_data")
         row["runs"] = len(g)
         for col in ("test_pearson", "fraction_of_ceiling", "best_epoch"):
             vals = pd.to_numeric(g[col], errors="coerce").astype(float)
@@ -178,17 +182,15 @@ def compare_recipes(sweep_dir: str | os.PathLike, recipe: Sequence[str] | None =
         row["epochs_run"] = float(pd.to_numeric(g["epochs_run"], errors="coerce").mean())
         row["fit_s"] = float(g["fit_s"].mean())
         if ensembles:
+            study = studies[data]
             if g["_split_fold"].nunique() > 1:
                 for fold, gf in g.groupby("_split_fold"):
-                    row.update({f"{k}_fold{fold}": v for k, v in _ensemble_rows(gf, top_k).items()})
+                    row.update({f"{k}_fold{fold}": v for k, v in _ensemble_rows(gf, study, top_k).items()})
             else:
-                row.update(_ensemble_rows(g, top_k))
+                row.update(_ensemble_rows(g, study, top_k))
         out.append(row)
     table = pd.DataFrame(out)
-    from ..params import DataParams, params_from_mapping
-
-    table.attrs["synthetic"] = not any(params_from_mapping(json.loads(d), DataParams, "data").real
-                                       for d in runs["_data"].unique())
+    table.attrs["synthetic"] = all(study.synthetic for study in studies.values())
     return table
 
 

@@ -19,8 +19,7 @@ from tqdm.auto import tqdm
 from dango_nb.train.checkpoint import CheckpointManager, rng_state
 from dango_nb.train.config import LR_SCHEDULES, higher_is_better
 
-__all__ = ["LR_SCHEDULES", "Callback", "EarlyStopping", "LearningRateSchedule", "ModelCheckpoint", "ProgressBar",
-           "EpochCallback"]
+__all__ = ["Callback", "EarlyStopping", "LearningRateSchedule", "ModelCheckpoint", "ProgressBar", "EpochCallback"]
 
 log = logging.getLogger(__name__)
 
