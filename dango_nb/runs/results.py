@@ -84,7 +84,10 @@ def metric_vs_axis(df: pd.DataFrame, x: str, hue: str | None = None, metric: str
         ax.fill_between(stats.index, stats["min"], stats["max"], color=line.get_color(), alpha=0.15, lw=0)
         ax.scatter(pos, g[metric], s=12, color=line.get_color(), alpha=0.6)
     if cats is not None:
-        ax.set_xticks(range(len(cats)), [str(c) for c in cats])
+        labels = [str(c) for c in cats]
+        # long category names (recipe variants) would run into each other on a horizontal axis
+        rotate = sum(map(len, labels)) > 40
+        ax.set_xticks(range(len(cats)), labels, rotation=30 if rotate else 0, ha="right" if rotate else "center")
     elif ok[x].nunique() <= 12:
         ax.set_xticks(sorted(ok[x].dropna().unique().astype(float)))
     ax.set_xlabel(x)
