@@ -42,7 +42,10 @@ def with_live_residuals(model):
 
 # ---- the default head is the one built before the switches existed ----------------------------------
 
-# recorded from the model as it was before the switches (torch.manual_seed(0), HyperSAGNN(16, 4, 2))
+# Recorded from the model as it was before the switches (torch.manual_seed(0), HyperSAGNN(16, 4, 2)).
+# Shapes, names and the random stream's position after init are exact on any CPU; the float32 draws
+# themselves (normal_ is vectorised differently for AVX2, AVX-512 and plain x86-64) and the outputs
+# computed from them may differ in the last bits, so those are compared at float32 tolerances.
 REFERENCE_STATE = [
     ("beta", (2,), 0.0), ("static.weight", (16, 16), -1.7949356138706207),
     ("static.bias", (16,), -1.0142773985862732), ("layers.0.qkv.weight", (48, 16), 0.12081167101860046),
@@ -58,6 +61,14 @@ REFERENCE_RAND_AFTER_INIT = [0.038202106952667236, 0.9455280900001526, 0.3439281
 REFERENCE_DANGO_SCORES = [0.09634912759065628, 0.09077606350183487, 0.10143178701400757]
 
 
+def assert_sum_close(tensor, total, what):
+    """``tensor``'s sum equals ``total`` up to float32 rounding of each element: a last-bit
+    difference per draw moves the sum by at most ~1.2e-7 of the summed magnitudes; a different
+    init or another number of draws moves it by orders of magnitude more."""
+    t = tensor.double()
+    assert abs(t.sum().item() - total) <= 1e-6 * t.abs().sum().item() + 1e-12, (what, t.sum().item(), total)
+
+
 def test_default_head_matches_the_recorded_model():
     torch.manual_seed(0)
     h = HyperSAGNN(16, num_heads=4, num_layers=2)
@@ -65,10 +76,10 @@ def test_default_head_matches_the_recorded_model():
     assert [(n, tuple(p.shape)) for n, p in state.items()] == [(n, s) for n, s, _ in REFERENCE_STATE]
     assert [n for n, _ in h.named_parameters()] == [n for n, _, _ in REFERENCE_STATE]
     for name, _, total in REFERENCE_STATE:
-        assert state[name].double().sum().item() == pytest.approx(total, rel=1e-6, abs=1e-6), name
+        assert_sum_close(state[name], total, name)
     x = torch.randn(5, 3, 16)  # drawn after init: equal only if init drew the same random numbers
     with_live_residuals(h).train()
-    torch.testing.assert_close(h(x), torch.tensor(REFERENCE_HEAD_OUT), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(h(x), torch.tensor(REFERENCE_HEAD_OUT), rtol=1e-5, atol=1e-5)
     assert h.ffn is None
     assert not any(isinstance(m, torch.nn.Dropout) for m in h.modules())
 
@@ -84,10 +95,10 @@ def test_default_dango_matches_the_recorded_model_and_explicit_off_switches():
         m = Dango(40, edge_types(g), hidden_channels=16, **kw)
         assert torch.rand(3).tolist() == REFERENCE_RAND_AFTER_INIT  # same random draws at init
         assert n_params(m) == 8604 and len(m.state_dict()) == 42
-        assert sum(p.double().sum().item() for p in m.state_dict().values()) == pytest.approx(13.339577422942966,
-                                                                                             rel=1e-9)
+        assert_sum_close(torch.cat([p.reshape(-1) for p in m.state_dict().values()]), 13.339577422942966,
+                         "all parameters")
         with_live_residuals(m).train()
-        torch.testing.assert_close(m(g, trip).scores, torch.tensor(REFERENCE_DANGO_SCORES), rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(m(g, trip).scores, torch.tensor(REFERENCE_DANGO_SCORES), rtol=1e-5, atol=1e-5)
         models.append(m)
     a, b = models
     assert list(a.state_dict()) == list(b.state_dict())
