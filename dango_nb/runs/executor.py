@@ -5,7 +5,7 @@ of :class:`~dango_nb.runs.sweep.RunSpec` (parameters + output folder) and get on
 :class:`RunOutcome` per run back, in the order given.
 
 - Ray: ``ray.init()`` inside the call when no Ray is running (a local instance with
-  ``workers x cpus_per_run`` CPUs and this machine's GPUs), or ``address="auto"`` /
+  ``workers x cpus_per_run`` CPUs and this machine's GPUs, listening on loopback only), or ``address="auto"`` /
   ``"ray://HOST:10001"`` for a cluster. Each run is one task with ``num_cpus=cpus_per_run`` and
   ``num_gpus=gpus_per_run`` (0.25: four fits share a GPU); torch uses ``cpus_per_run`` threads.
   At most ``workers`` tasks are in flight, also on a cluster.
@@ -19,6 +19,7 @@ of :class:`~dango_nb.runs.sweep.RunSpec` (parameters + output folder) and get on
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -36,6 +37,9 @@ from .sweep import RunSpec
 __all__ = ["RunOutcome", "run_many", "ray_session"]
 
 log = logging.getLogger(__name__)
+
+#: The node address of a Ray started here (loopback: reachable from this machine only).
+LOCAL_NODE_IP = "127.0.0.1"
 
 
 @dataclass
@@ -72,6 +76,30 @@ def _execute(params_mapping: dict, out: str, run_id: str, threads: int) -> dict:
     return record
 
 
+@contextlib.contextmanager
+def _loopback_node():
+    """A local Ray reachable from this machine only. Its GCS, raylet, workers and agents listen on
+    the node address when that is loopback and on every interface otherwise; on Linux ``ray.init``
+    replaces a loopback ``_node_ip_address`` by the machine's routable address unless Ray runs in
+    its single-machine mode (the one it uses on Windows and macOS: ``ENABLE_RAY_CLUSTER`` off).
+    That mode is switched on while the node starts: in this process (the flag is read when the
+    address is resolved) and in the environment the node's processes inherit."""
+    from ray._private import ray_constants
+
+    var = ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR
+    saved_flag, saved_env = ray_constants.ENABLE_RAY_CLUSTER, os.environ.get(var)
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    os.environ[var] = "0"
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved_flag
+        if saved_env is None:
+            os.environ.pop(var, None)
+        else:
+            os.environ[var] = saved_env
+
+
 class ray_session:
     """Context manager: the running Ray (left running) or a new one (shut down on exit)."""
 
@@ -91,6 +119,7 @@ class ray_session:
                     kwargs.pop("include_dashboard")
             else:
                 kwargs["num_cpus"] = self.num_cpus
+                kwargs["_node_ip_address"] = LOCAL_NODE_IP
             os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
             # The raylet gives its agent processes ~15 s to write their port files by default; on a
             # loaded machine (measured: a shared 2-core CPU at load 13) they need longer and the
@@ -98,18 +127,19 @@ class ray_session:
             os.environ.setdefault("RAY_raylet_start_wait_time_s", "120")
             os.environ.setdefault("RAY_agent_register_timeout_ms", "120000")
             t0 = time.perf_counter()
-            for attempt in range(3):
-                self.attempts = attempt + 1
-                try:
-                    ray.init(**kwargs)
-                    break
-                except Exception as err:
-                    # Ray waits a fixed 30 s for its raylet; on a loaded machine (measured on a
-                    # shared 2-core CPU) the first start can miss that, a second one succeeds.
-                    if self.address or "timed out during startup" not in str(err) or attempt == 2:
-                        raise
-                    log.warning("local Ray did not start in time (%s); trying again", err)
-                    ray.shutdown()
+            with contextlib.nullcontext() if self.address else _loopback_node():
+                for attempt in range(3):
+                    self.attempts = attempt + 1
+                    try:
+                        ray.init(**kwargs)
+                        break
+                    except Exception as err:
+                        # Ray waits a fixed 30 s for its raylet; on a loaded machine (measured on a
+                        # shared 2-core CPU) the first start can miss that, a second one succeeds.
+                        if self.address or "timed out during startup" not in str(err) or attempt == 2:
+                            raise
+                        log.warning("local Ray did not start in time (%s); trying again", err)
+                        ray.shutdown()
             self.init_s = time.perf_counter() - t0
             self.started = True
         else:

@@ -97,3 +97,34 @@ def test_ctrl_c_keeps_finished_runs_and_the_rerun_continues(tmp_path):
     assert sorted(o.status for o in outcomes) == ["done", "done", "skipped"]
     assert next(o for o in outcomes if o.status == "skipped").run_id == finished[0].run_id
     assert all(np.isfinite(o.record["metrics"]["test"]["pearson"]) for o in outcomes)
+
+
+def test_local_ray_listens_on_loopback_only(ray_local):
+    """The Ray the package starts (``ray_local`` is the executor's ``ray_session``) accepts no
+    connection from another machine: every listening socket of it, its GCS, raylet, agents and
+    workers is bound to a loopback address."""
+    import ipaddress
+
+    import psutil
+
+    assert ray_local.get(ray_local.remote(lambda: 1).remote()) == 1  # a worker process is up too
+    me = psutil.Process()
+    listening, names = [], set()
+    for proc in [me, *me.children(recursive=True)]:
+        try:
+            sockets = proc.net_connections(kind="inet")
+            name = proc.name()
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+        for c in sockets:
+            if c.status == psutil.CONN_LISTEN:
+                listening.append((name, proc.pid, c.laddr.ip, c.laddr.port))
+                names.add(name)
+    assert {"gcs_server", "raylet"} <= names, listening
+
+    def loopback(ip):
+        addr = ipaddress.ip_address(ip)
+        return (addr.ipv4_mapped or addr).is_loopback if addr.version == 6 else addr.is_loopback
+
+    exposed = [s for s in listening if not loopback(s[2])]
+    assert not exposed, f"Ray listens beyond loopback: {exposed}"
