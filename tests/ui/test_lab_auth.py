@@ -1,7 +1,8 @@
 """`make lab` keeps Jupyter's authentication: a random token, XSRF and Host checks, loopback only.
 
 ``test_lab_script_*`` run in ``make test`` (they run scripts/lab.sh against a stand-in ``jupyter``
-that records its arguments). The request tests need the real server and run with the browser test
+that records its arguments, and check that options weakening the authentication are refused
+without ``--insecure``). The request tests need the real server and run with the browser test
 (``make test-ui``), against the same server the browser uses.
 """
 
@@ -35,19 +36,27 @@ esac
 """
 
 
-def _lab_sh_args(tmp_path: Path, *extra: str) -> list[str]:
-    """The arguments scripts/lab.sh hands to `jupyter lab`, with a stand-in jupyter in VENV."""
+def _run_lab_sh(tmp_path: Path, *extra: str) -> tuple[subprocess.CompletedProcess, list[str] | None]:
+    """Runs scripts/lab.sh with a stand-in jupyter in VENV: the process and the arguments it handed
+    to `jupyter lab` (None when it did not start Jupyter)."""
     venv_bin = tmp_path / "venv" / "bin"
     venv_bin.mkdir(parents=True, exist_ok=True)
     (venv_bin / "jupyter").write_text(FAKE_JUPYTER)
     (venv_bin / "jupyter").chmod(0o755)
     out = tmp_path / "args.txt"
+    out.unlink(missing_ok=True)
     env = {k: v for k, v in os.environ.items() if k != "JUPYTER_TOKEN"}
     env.update(VENV=str(tmp_path / "venv"), ARGS_OUT=str(out))
     proc = subprocess.run(["bash", str(LAB_SH), *extra], env=env, capture_output=True, text=True,
                           timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    return out.read_text().splitlines()
+    return proc, (out.read_text().splitlines() if out.exists() else None)
+
+
+def _lab_sh_args(tmp_path: Path, *extra: str) -> list[str]:
+    """The arguments scripts/lab.sh hands to `jupyter lab` (it must start it)."""
+    proc, args = _run_lab_sh(tmp_path, *extra)
+    assert proc.returncode == 0 and args is not None, proc.stderr
+    return args
 
 
 def test_lab_script_keeps_jupyter_auth_on_loopback(tmp_path):
@@ -65,6 +74,59 @@ def test_lab_script_takes_another_root_and_keeps_the_token_off_the_command_line(
     # A token given as an argument would be readable by every local user (ps); Jupyter takes it
     # from $JUPYTER_TOKEN or generates one.
     assert not any("token" in a.lower() for a in args)
+
+
+# Options a user may add that switch the authentication off or open the server to other machines
+# or sites, each with the option the refusal names.
+REFUSED = [
+    (["--IdentityProvider.token="], "--IdentityProvider.token="),
+    (["--ServerApp.token="], "--ServerApp.token="),
+    (["--NotebookApp.token="], "--NotebookApp.token="),
+    (["--IdentityProvider.token=''"], "--IdentityProvider.token=''"),
+    (["--ServerApp.token", ""], "--ServerApp.token ''"),
+    (["--ServerApp.token=", "--ServerApp.password=''"], "--ServerApp.token="),
+    (["--ServerApp.disable_check_xsrf=True"], "--ServerApp.disable_check_xsrf=True"),
+    (["--ServerApp.disable_check_xsrf"], "--ServerApp.disable_check_xsrf"),
+    (["--ip=0.0.0.0"], "--ip=0.0.0.0"),
+    (["--ip", "0.0.0.0"], "--ip 0.0.0.0"),
+    (["--ip=*"], "--ip=*"),
+    (["--ServerApp.ip="], "--ServerApp.ip="),
+    (["--ServerApp.ip=::"], "--ServerApp.ip=::"),
+    (["--NotebookApp.ip=192.168.1.5"], "--NotebookApp.ip=192.168.1.5"),
+    (["--ServerApp.allow_remote_access=True"], "--ServerApp.allow_remote_access=True"),
+    (["--ServerApp.allow_origin=*"], "--ServerApp.allow_origin=*"),
+    (["--ServerApp.allow_origin_pat=.*"], "--ServerApp.allow_origin_pat=.*"),
+    (["--ServerApp.tornado_settings={'xsrf_cookies': False}"], "--ServerApp.tornado_settings={'xsrf_cookies': False}"),
+]
+
+
+@pytest.mark.parametrize("extra, named", REFUSED, ids=[" ".join(e) for e, _ in REFUSED])
+def test_lab_script_refuses_options_that_weaken_the_authentication(tmp_path, extra, named):
+    proc, args = _run_lab_sh(tmp_path, "--no-browser", *extra)
+    assert proc.returncode == 2 and args is None, (proc.returncode, args)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"lab: error: refusing {named} (") and "--insecure" in lines[0], lines
+
+
+def test_lab_script_passes_weakening_options_with_insecure_and_says_so(tmp_path):
+    extra = ["--ip=0.0.0.0", "--IdentityProvider.token=", "--ServerApp.disable_check_xsrf=True"]
+    proc, args = _run_lab_sh(tmp_path, *extra, "--insecure", "--no-browser")
+    assert proc.returncode == 0 and args is not None, proc.stderr
+    assert args[-4:] == [*extra, "--no-browser"] and "--insecure" not in args
+    warned = proc.stderr.strip().splitlines()
+    assert len(warned) == 3 and all(w.startswith("lab: warning: --insecure: passing ") for w in warned), warned
+    assert {w.split("passing ")[1].split(" (")[0] for w in warned} == set(extra)
+
+
+@pytest.mark.parametrize("extra", [
+    ["--ServerApp.ip=localhost"], ["--ip=::1"], ["--ServerApp.disable_check_xsrf=False"],
+    ["--ServerApp.allow_remote_access=False"], ["--ServerApp.token=", "--ServerApp.password=argon2:$abc"],
+    ["--port", "8899"], ["notebooks/03_loss_schedules.ipynb"],
+])
+def test_lab_script_passes_options_that_keep_the_authentication(tmp_path, extra):
+    proc, args = _run_lab_sh(tmp_path, *extra)
+    assert proc.returncode == 0 and args is not None, proc.stderr
+    assert args[-len(extra):] == extra and proc.stderr == ""
 
 
 # -- against the running server (make test-ui) ---------------------------------------------------
