@@ -246,7 +246,8 @@ def check_output_folder(folder: str | os.PathLike, command: str, params: Mapping
     owner = read_owner(folder)
     if owner is None:
         try:
-            entries = sorted(e.name for e in folder.iterdir() if e.name not in _IGNORABLE)
+            entries = sorted(e.name for e in folder.iterdir()
+                             if e.name not in _IGNORABLE and not (e.name.startswith(".") and e.name.endswith(".lock")))
         except OSError as err:
             raise OutputFolderError(f"{folder}: cannot read the folder ({err.strerror or err})") from None
         if not entries:
