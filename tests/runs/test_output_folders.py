@@ -165,7 +165,7 @@ def test_a_sweep_rerun_with_changed_parameters_writes_nothing(tmp_path, capsys):
     out = tmp_path / "sweep"
     assert main(["sweep", str(_one_run_sweep(tmp_path / "s.yaml", 0.01)), "--out", str(out), "--inline",
                  "--no-progress"]) == 0
-    before = {name: (out / name).read_bytes() for name in ("sweep.yaml", "provenance.json", "owner.json")}
+    before = {name: (out / name).read_bytes() for name in ("sweep.yaml", "provenance.json")}
     capsys.readouterr()
     changed = _one_run_sweep(tmp_path / "s.yaml", 0.05)
     assert main(["sweep", str(changed), "--out", str(out), "--inline", "--no-progress"]) == 2
