@@ -13,7 +13,8 @@
    params and data files with sizes and sha256), linked from the summary. Each notebook runs in a
    new folder ``<out>/.<run>.run-<pid>/`` that replaces ``<out>/<run>/`` only when the notebook
    succeeded; after a failure ``<out>/<run>/`` is left as it was and the attempt is kept in
-   ``<out>/<run>.failed/``.
+   ``<out>/<run>.failed/``. The new folder starts with hard links to the complete run folders of
+   ``<out>/<run>/runs/``, so the evaluation's fits with unchanged parameters are not trained again.
    The schedule notebook runs once and compares all schedules on the same batch (one data load, and
    the comparison figure needs every schedule); its per-schedule figures are
    ``loss_schedules/<Schedule>_transition_epoch=<T>_<timestamp>/final_results.png``.
@@ -25,9 +26,10 @@
    They are written when the run starts (state ``running``) and after every notebook, so after a
    kill they still say how far it got; SIGINT (Ctrl-C) or SIGTERM stop the kernel, record the state
    ``interrupted`` and exit with 130 / 143. Any failed or skipped notebook makes the command exit
-   with status 1 after printing the failing cell's error; bad parameters, an unwritable ``--out`` or
-   a report folder in use by another run (``<out>/.report.lock`` names its pid) exit with 2 before
-   anything runs. Unless ``--quiet``, every cell's output is echoed as it runs.
+   with status 1 after printing the failing cell's error; bad parameters, an unwritable ``--out``, an
+   ``--out`` that is not a report folder (``owner.json``) nor new or empty, or a report folder in use
+   by another run (``<out>/.report.lock`` names its pid) exit with 2 before anything runs. Unless
+   ``--quiet``, every cell's output is echoed as it runs.
 
 The kernel is ``dango_nb`` when registered (``make install`` does it), else ``python3``. Kernels
 run with ``OMP_NUM_THREADS=1`` / ``MKL_NUM_THREADS=1`` unless those are already set (``--threads N``
