@@ -223,7 +223,7 @@ def read_owner(folder: str | os.PathLike) -> dict | None:
         owner = None
     except ValueError:
         raise OutputFolderError(f"{folder / OWNER_FILE}: unreadable owner record; remove the folder or choose "
-                                "another --out") from None
+                                "another folder") from None
     if isinstance(owner, dict) and isinstance(owner.get("command"), str):
         return owner
     for marker, command in LEGACY_MARKERS.items():
@@ -232,15 +232,16 @@ def read_owner(folder: str | os.PathLike) -> dict | None:
     return None
 
 
-def check_output_folder(folder: str | os.PathLike, command: str, params: Mapping | None = None) -> Path:
+def check_output_folder(folder: str | os.PathLike, command: str, params: Mapping | None = None,
+                        option: str = "--out") -> Path:
     """``folder`` may receive ``command``'s output: it does not exist, is empty, or was made by ``command``
     (with the same ``params`` when given: the recorded and the new parameters are compared key by key).
     Otherwise :class:`~dango_nb.errors.OutputFolderError` naming the folder, the owner or the differing
-    keys, and what to do. Writes nothing."""
+    keys, and what to do (``option``: how the command line names the folder). Writes nothing."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise OutputFolderError(f"{folder}: exists and is not a folder; give a new folder (or one `{command}` "
-                                "made) as --out")
+                                f"made) as {option}")
     if not folder.exists():
         return folder
     owner = read_owner(folder)
@@ -254,19 +255,19 @@ def check_output_folder(folder: str | os.PathLike, command: str, params: Mapping
             return folder
         shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
         raise OutputFolderError(f"{folder}: exists and is not an output folder of `{command}` (it holds {shown}); "
-                                "give a new or empty folder as --out")
+                                f"give a new or empty folder as {option}")
     if owner["command"] != command:
         raise OutputFolderError(f"{folder}: belongs to `{owner['command']}`, not to `{command}`; give another "
-                                "folder as --out")
+                                f"folder as {option}")
     if params is not None:
         if owner.get("params") is None:
             raise OutputFolderError(f"{folder}: an output of `{command}` that does not record its parameters "
-                                    "(an older version wrote it); remove it or give another folder as --out")
+                                    f"(an older version wrote it); remove it or give another folder as {option}")
         diff = differences(owner["params"], to_strict_json(params))
         if diff:
             more = f"; and {len(diff) - 6} more" if len(diff) > 6 else ""
             raise OutputFolderError(f"{folder}: made by `{command}` with other parameters ({'; '.join(diff[:6])}"
-                                    f"{more}); give another folder as --out, or remove this one to replace it")
+                                    f"{more}); give another folder as {option}, or remove this one to replace it")
     return folder
 
 

@@ -67,7 +67,7 @@ def test_evaluate_refuses_a_report_folder(tmp_path, capsys):
     assert _snapshot(folder) == before and not (folder.parent / ".evaluation.lock").exists()
 
 
-@pytest.mark.parametrize("command", ["train", "evaluate", "sweep", "report"])
+@pytest.mark.parametrize("command", ["train", "evaluate", "sweep", "compare", "report"])
 def test_out_naming_a_foreign_folder_or_a_file_is_refused(command, tmp_path, capsys):
     foreign = tmp_path / "home"
     foreign.mkdir()
@@ -81,7 +81,7 @@ def test_out_naming_a_foreign_folder_or_a_file_is_refused(command, tmp_path, cap
         else:
             args = {"train": ["train", str(TINY / "train.yaml"), "--no-progress"],
                     "evaluate": EVAL, "sweep": ["sweep", str(TINY / "sweep.yaml"), "--inline", "--no-progress"]}
-            rc = main(args[command] + ["--out", str(out)])
+            rc = main(["compare", str(out)] if command == "compare" else args[command] + ["--out", str(out)])
             prefix = f"dango-nb {command}: error: "
         err = capsys.readouterr().err
         assert rc == 2, err
