@@ -14,7 +14,8 @@
    new folder ``<out>/.<run>.run-<pid>/`` that replaces ``<out>/<run>/`` only when the notebook
    succeeded; after a failure ``<out>/<run>/`` is left as it was and the attempt is kept in
    ``<out>/<run>.failed/``. The new folder starts with hard links to the complete run folders of
-   ``<out>/<run>/runs/``, so the evaluation's fits with unchanged parameters are not trained again.
+   ``<out>/<run>/runs/`` (and ``<out>/<run>.failed/runs/``), so the evaluation's fits with unchanged
+   parameters are not trained again.
    The schedule notebook runs once and compares all schedules on the same batch (one data load, and
    the comparison figure needs every schedule); its per-schedule figures are
    ``loss_schedules/<Schedule>_transition_epoch=<T>_<timestamp>/final_results.png``.
@@ -332,23 +333,25 @@ def _replace_dir(new: Path, target: Path) -> None:
         print(f"warning: could not remove the replaced output {old}: {err}", file=sys.stderr)
 
 
-def _carry_runs(final: Path, build: Path) -> None:
-    """Complete run folders of the previous output (``<run>/runs/<id>/``) go into the new build as hard
-    links (a copy where links fail): the notebook's fits find them and train again only those whose
-    recorded parameters differ (run folders are never changed in place, so the links are safe)."""
+def _carry_runs(sources: Sequence[Path], build: Path) -> None:
+    """Complete run folders of earlier outputs (``<run>/runs/<id>/``, then those of a failed attempt)
+    go into the new build as hard links (a copy where links fail): the notebook's fits find them and
+    train again only those whose recorded parameters differ (run folders are never changed in place,
+    so the links are safe)."""
     from .runs.folder import is_complete
 
-    runs = final / "runs"
-    if not runs.is_dir() or runs.is_symlink():
-        return
-    for folder in sorted(runs.iterdir()):
-        if folder.is_dir() and not folder.is_symlink() and is_complete(folder):
+    for source in sources:
+        runs = source / "runs"
+        if not runs.is_dir() or runs.is_symlink():
+            continue
+        for folder in sorted(runs.iterdir()):
             target = build / "runs" / folder.name
-            try:
-                shutil.copytree(folder, target, copy_function=os.link)
-            except (OSError, shutil.Error):
-                _remove_tree(target)
-                shutil.copytree(folder, target)
+            if folder.is_dir() and not folder.is_symlink() and is_complete(folder) and not target.exists():
+                try:
+                    shutil.copytree(folder, target, copy_function=os.link)
+                except (OSError, shutil.Error):
+                    _remove_tree(target)
+                    shutil.copytree(folder, target)
 
 
 def _rewrite_paths(ipynb: Path, build: Path, final: Path) -> None:
@@ -377,7 +380,7 @@ def run_notebook(stem: str, params_file: Path, out_root: Path, kernel: str,
     build = _build_dir(out_root, name)
     _remove_tree(build)
     build.mkdir(parents=True)
-    _carry_runs(final, build)
+    _carry_runs([final, _failed_dir(out_root, name)], build)
     res = RunResult(name, str(src), "running")
     write_run_record(stem, params_file, build)
     t0 = time.perf_counter()

@@ -233,3 +233,17 @@ def test_a_report_rerun_reuses_complete_run_folders_and_retrains_changed_ones(tm
     finished, epochs, _ = _run_state(run)
     assert epochs == 2 and finished != first[0]
     assert not list((out / "evaluation" / "runs").glob(".*"))  # no aside or partial folders left
+
+
+def test_a_new_report_build_links_the_complete_run_folders_of_earlier_attempts(tmp_path):
+    final, failed, build = tmp_path / "evaluation", tmp_path / "evaluation.failed", tmp_path / ".evaluation.run-1"
+    for folder, names in ((final, ["a", "b"]), (failed, ["b", "c"])):
+        for name in names:
+            (folder / "runs" / name).mkdir(parents=True)
+            (folder / "runs" / name / "COMPLETE").write_text(folder.name)
+    (final / "runs" / "unfinished").mkdir()
+    build.mkdir()
+    report._carry_runs([final, failed], build)
+    assert sorted(p.name for p in (build / "runs").iterdir()) == ["a", "b", "c"]
+    assert (build / "runs" / "b" / "COMPLETE").read_text() == "evaluation"  # the newer output wins
+    assert (build / "runs" / "c" / "COMPLETE").stat().st_ino == (failed / "runs" / "c" / "COMPLETE").stat().st_ino
