@@ -28,7 +28,8 @@ import warnings
 from pathlib import Path
 from typing import Callable
 
-from dango_nb.errors import CheckpointError, DataFormatError, ParamsError, SourceMismatchError, UnknownGenesError
+from dango_nb.errors import (CheckpointError, DataFormatError, OutputFolderError, ParamsError, SourceMismatchError,
+                             UnknownGenesError)
 from dango_nb.fileio import to_strict_json
 
 warnings.filterwarnings("ignore", category=DeprecationWarning, module="torch_geometric")
@@ -41,7 +42,8 @@ class UsageError(ValueError):
 
 
 #: Exceptions that mean bad input rather than a bug: reported as one line, exit status 2.
-INPUT_ERRORS = (CheckpointError, DataFormatError, ParamsError, SourceMismatchError, UnknownGenesError, UsageError)
+INPUT_ERRORS = (CheckpointError, DataFormatError, OutputFolderError, ParamsError, SourceMismatchError, UnknownGenesError,
+                UsageError)
 
 
 # ------------------------------------------------------------------------------ argparse types
@@ -356,7 +358,9 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cpus-per-run", type=int, default=d.cpus_per_run, help="CPUs (torch threads) per fit on Ray")
     p.add_argument("--inline", action="store_true", help="fit one after another in this process (no Ray)")
     p.add_argument("--no-keep-runs", action="store_true", help="do not keep the DANGO fits as run folders in OUT/runs")
-    p.add_argument("--out", type=output_folder, default="reports/evaluation", help="output folder")
+    p.add_argument("--out", type=output_folder, required=True,
+                   help="output folder, e.g. evaluations/NAME: new, empty, or an earlier `evaluate --out` with the "
+                        "same parameters (its complete DANGO run folders are reused)")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -398,6 +402,23 @@ def _data_params(src: dict):
                       dango_folder=str(string) if string.is_dir() else None, kuzmin_file=str(Path(src["kuzmin"]).resolve()))
 
 
+EVALUATE_COMMAND = f"{PROG} evaluate"
+# EvaluationOptions fields that say where and how the fits run, not what they compute.
+_EXECUTION_OPTIONS = ("workers", "address", "gpus_per_run", "cpus_per_run", "backend", "keep_runs")
+
+
+def _evaluation_request(config, options, src: dict, seed: int, lambdas) -> dict:
+    """What an evaluation folder's numbers depend on (recorded in its ``owner.json``; a rerun into the
+    folder must match it)."""
+    import dataclasses
+
+    train = dataclasses.asdict(config)
+    train.pop("progress", None)
+    opts = {k: v for k, v in dataclasses.asdict(options).items() if k not in _EXECUTION_OPTIONS}
+    return to_strict_json({"data": dataclasses.asdict(_data_params(src)), "train": train, "evaluation": opts,
+                           "seed": seed, "lambdas": lambdas})
+
+
 def _run_evaluate(args) -> int:
     from dango_nb import eval as evaluation
 
@@ -418,11 +439,14 @@ def _run_evaluate(args) -> int:
         from dango_nb.params import load_lambdas
 
         lambdas = load_lambdas(args.lambdas)
-    _, study = _load_source(src)
-    if lambdas is None:
-        lambdas = lambdas_for_study(study)
-    result = evaluation.run_evaluation(study, options, config=config, lambdas=lambdas, seed=args.seed,
-                                       out_dir=args.out, progress=not args.no_progress, data=_data_params(src))
+    from dango_nb.fileio import owned_output_folder
+
+    with owned_output_folder(args.out, EVALUATE_COMMAND, _evaluation_request(config, options, src, args.seed, lambdas)):
+        _, study = _load_source(src)
+        if lambdas is None:
+            lambdas = lambdas_for_study(study)
+        result = evaluation.run_evaluation(study, options, config=config, lambdas=lambdas, seed=args.seed,
+                                           out_dir=args.out, progress=not args.no_progress, data=_data_params(src))
     import pandas as pd
 
     with pd.option_context("display.width", 200, "display.max_columns", 50):

@@ -31,6 +31,11 @@ class ParamsError(ValueError):
     """A parameter file or mapping has an unknown key, a missing key or a wrong type."""
 
 
+class OutputFolderError(ValueError):
+    """An output folder that a command may not write into: a file, a folder another command (or
+    another parameter set) owns, or one in use by another process; the message says what to do."""
+
+
 class SourceMismatchError(ValueError):
     """Data that do not fit a trained model: another gene count, gene set or gene order than the
     checkpoint was trained on (a model scores gene ids, so such data would give wrong predictions)."""

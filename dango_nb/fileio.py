@@ -1,5 +1,10 @@
 """Atomic writes: a reader never sees a half-written file, and a failure keeps the old one.
 
+Output folders are owned (:func:`check_output_folder`, :func:`owned_output_folder`): each records in
+``owner.json`` the command and parameters that made it, a command writes only into a new or empty
+folder or one it made itself with the same parameters, and holds the folder's lock
+(:func:`folder_lock`) while it writes.
+
 Also the strict readers and writers of the text formats the package exchanges: JSON without ``NaN`` /
 ``Infinity`` tokens (undefined numbers are written as ``null``) and YAML that refuses duplicate keys.
 """
@@ -7,16 +12,19 @@ Also the strict readers and writers of the text formats the package exchanges: J
 from __future__ import annotations
 
 import contextlib
+import datetime as _dt
+import fcntl
 import json
 import math
 import os
+import sys
 import tempfile
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any, Iterator, Mapping
 
 import yaml
 
-from .errors import ParamsError
+from .errors import OutputFolderError, ParamsError
 
 
 def _umask_mode() -> int:
@@ -182,3 +190,167 @@ def atomic_write_table(df, path: str | os.PathLike) -> None:
             df.to_csv(tmp, sep="\t", index=False)
         else:
             df.to_csv(tmp, index=False)
+
+
+# ---------------------------------------------------------------------------- owned output folders
+#: The record of who made an output folder: ``{"command", "params", "created"}``.
+OWNER_FILE = "owner.json"
+#: Files that mark output folders written before ``owner.json`` existed: file -> owning command.
+LEGACY_MARKERS = {"COMPLETE": "dango-nb train", "sweep.yaml": "dango-nb sweep", "index.html": "dango_nb.report",
+                  "summary.json": "dango_nb.report", "metrics.csv": "dango-nb evaluate"}
+# Entries that do not make a folder someone's (a folder holding only these counts as empty).
+_IGNORABLE = {".gitkeep", ".DS_Store"}
+_HELD: dict[str, int] = {}  # lock files this process holds -> depth (a nested take is not a conflict)
+
+
+def differences(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """``["key.sub: old -> new", ...]`` for the dotted keys whose values differ between ``a`` and ``b``."""
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        out = []
+        for k in sorted(set(a) | set(b)):
+            out += differences(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [f"{prefix[:-1]}: {a!r} -> {b!r}"]
+
+
+def read_owner(folder: str | os.PathLike) -> dict | None:
+    """The owner record of ``folder``: its ``owner.json``, else ``{"command", "params": None}`` guessed
+    from a file an older version wrote (:data:`LEGACY_MARKERS`), else ``None``."""
+    folder = Path(folder)
+    try:
+        owner = read_json(folder / OWNER_FILE)
+    except FileNotFoundError:
+        owner = None
+    except ValueError:
+        raise OutputFolderError(f"{folder / OWNER_FILE}: unreadable owner record; remove the folder or choose "
+                                "another folder") from None
+    if isinstance(owner, dict) and isinstance(owner.get("command"), str):
+        return owner
+    for marker, command in LEGACY_MARKERS.items():
+        if (folder / marker).is_file():
+            return {"command": command, "params": None}
+    return None
+
+
+def check_output_folder(folder: str | os.PathLike, command: str, params: Mapping | None = None,
+                        option: str = "--out") -> Path:
+    """``folder`` may receive ``command``'s output: it does not exist, is empty, or was made by ``command``
+    (with the same ``params`` when given: the recorded and the new parameters are compared key by key).
+    Otherwise :class:`~dango_nb.errors.OutputFolderError` naming the folder, the owner or the differing
+    keys, and what to do (``option``: how the command line names the folder). Writes nothing."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise OutputFolderError(f"{folder}: exists and is not a folder; give a new folder (or one `{command}` "
+                                f"made) as {option}")
+    if not folder.exists():
+        return folder
+    owner = read_owner(folder)
+    if owner is None:
+        try:
+            entries = sorted(e.name for e in folder.iterdir()
+                             if e.name not in _IGNORABLE and not (e.name.startswith(".") and e.name.endswith(".lock")))
+        except OSError as err:
+            raise OutputFolderError(f"{folder}: cannot read the folder ({err.strerror or err})") from None
+        if not entries:
+            return folder
+        shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+        raise OutputFolderError(f"{folder}: exists and is not an output folder of `{command}` (it holds {shown}); "
+                                f"give a new or empty folder as {option}")
+    if owner["command"] != command:
+        raise OutputFolderError(f"{folder}: belongs to `{owner['command']}`, not to `{command}`; give another "
+                                f"folder as {option}")
+    if params is not None:
+        if owner.get("params") is None:
+            raise OutputFolderError(f"{folder}: an output of `{command}` that does not record its parameters "
+                                    f"(an older version wrote it); remove it or give another folder as {option}")
+        diff = differences(owner["params"], to_strict_json(params))
+        if diff:
+            more = f"; and {len(diff) - 6} more" if len(diff) > 6 else ""
+            raise OutputFolderError(f"{folder}: made by `{command}` with other parameters ({'; '.join(diff[:6])}"
+                                    f"{more}); give another folder as {option}, or remove this one to replace it")
+    return folder
+
+
+def write_owner(folder: str | os.PathLike, command: str, params: Mapping | None = None) -> None:
+    """Record in ``folder/owner.json`` that ``command`` with ``params`` made the folder."""
+    atomic_write_json({"command": command, "params": params,
+                       "created": _dt.datetime.now().isoformat(timespec="seconds")}, Path(folder) / OWNER_FILE)
+
+
+def lock_file_of(folder: str | os.PathLike) -> Path:
+    """The lock file of ``folder``: ``.<name>.lock`` beside it (a folder built elsewhere and renamed
+    into place, like a run folder, has the same lock before and after)."""
+    folder = Path(folder)
+    return folder.parent / f".{folder.name}.lock"
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike, lock_file: str | os.PathLike | None = None) -> Iterator[Path]:
+    """Hold ``folder``'s lock (``lock_file``, default :func:`lock_file_of`) while writing into it.
+
+    An ``flock`` on the lock file: the kernel releases it when the holder exits, however it exits, so
+    a killed command never leaves a stale lock. The holder writes its pid into the file; a second
+    process fails at once with :class:`~dango_nb.errors.OutputFolderError` naming the folder and that
+    pid. Taking a lock this process already holds is allowed (nested calls)."""
+    folder = Path(folder)
+    lock = Path(lock_file) if lock_file is not None else lock_file_of(folder)
+    key = os.path.abspath(lock)
+    if key in _HELD:
+        _HELD[key] += 1
+        try:
+            yield lock
+        finally:
+            _HELD[key] -= 1
+        return
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputFolderError(f"{folder}: cannot create {lock.parent} ({err.strerror or err})") from None
+    while True:
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise OutputFolderError(f"{folder}: cannot write its lock file {lock} ({err.strerror or err})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            try:
+                holder = json.loads(os.read(fd, 4096).decode("utf-8") or "{}")
+            except ValueError:
+                holder = {}
+            os.close(fd)
+            raise OutputFolderError(
+                f"{folder}: in use by another process (pid {holder.get('pid', '?')}, started "
+                f"{holder.get('started', '?')}; lock {lock}); wait for it to finish, or give another folder") from None
+        try:  # the holder before us may have removed the file after we opened it: lock the one at the path
+            same = os.stat(lock).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    os.ftruncate(fd, 0)
+    os.write(fd, json.dumps({"pid": os.getpid(), "started": _dt.datetime.now().isoformat(timespec="seconds"),
+                             "argv": sys.argv}).encode("utf-8"))
+    _HELD[key] = 1
+    try:
+        yield lock
+    finally:
+        del _HELD[key]
+        with contextlib.suppress(OSError):
+            os.unlink(lock)  # still holding it: a waiting process re-checks the path (above)
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def owned_output_folder(folder: str | os.PathLike, command: str, params: Mapping | None = None,
+                        record: Mapping | None = None) -> Iterator[Path]:
+    """Check ``folder`` (:func:`check_output_folder`), take its lock, check again (another process may
+    have written it meanwhile), create it and record ``command`` and ``record`` (default ``params``) as
+    its owner; yields the folder, locked until the block ends."""
+    folder = check_output_folder(folder, command, params)
+    with folder_lock(folder):
+        check_output_folder(folder, command, params)
+        folder.mkdir(parents=True, exist_ok=True)
+        write_owner(folder, command, to_strict_json(record if record is not None else params))
+        yield folder

@@ -13,7 +13,9 @@
    params and data files with sizes and sha256), linked from the summary. Each notebook runs in a
    new folder ``<out>/.<run>.run-<pid>/`` that replaces ``<out>/<run>/`` only when the notebook
    succeeded; after a failure ``<out>/<run>/`` is left as it was and the attempt is kept in
-   ``<out>/<run>.failed/``.
+   ``<out>/<run>.failed/``. The new folder starts with hard links to the complete run folders of
+   ``<out>/<run>/runs/`` (and ``<out>/<run>.failed/runs/``), so the evaluation's fits with unchanged
+   parameters are not trained again.
    The schedule notebook runs once and compares all schedules on the same batch (one data load, and
    the comparison figure needs every schedule); its per-schedule figures are
    ``loss_schedules/<Schedule>_transition_epoch=<T>_<timestamp>/final_results.png``.
@@ -25,9 +27,10 @@
    They are written when the run starts (state ``running``) and after every notebook, so after a
    kill they still say how far it got; SIGINT (Ctrl-C) or SIGTERM stop the kernel, record the state
    ``interrupted`` and exit with 130 / 143. Any failed or skipped notebook makes the command exit
-   with status 1 after printing the failing cell's error; bad parameters, an unwritable ``--out`` or
-   a report folder in use by another run (``<out>/.report.lock`` names its pid) exit with 2 before
-   anything runs. Unless ``--quiet``, every cell's output is echoed as it runs.
+   with status 1 after printing the failing cell's error; bad parameters, an unwritable ``--out``, an
+   ``--out`` that is not a report folder (``owner.json``) nor new or empty, or a report folder in use
+   by another run (``<out>/.report.lock`` names its pid) exit with 2 before anything runs. Unless
+   ``--quiet``, every cell's output is echoed as it runs.
 
 The kernel is ``dango_nb`` when registered (``make install`` does it), else ``python3``. Kernels
 run with ``OMP_NUM_THREADS=1`` / ``MKL_NUM_THREADS=1`` unless those are already set (``--threads N``
@@ -55,8 +58,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .errors import ParamsError
-from .fileio import atomic_write, atomic_write_json, to_strict_json
+from .errors import OutputFolderError, ParamsError
+from .fileio import (atomic_write, atomic_write_json, check_output_folder, folder_lock, to_strict_json, write_owner)
 from .params import NOTEBOOKS, load_param_dir, run_name
 
 __all__ = ["DEPENDS_ON", "ReportError", "ReportInterrupted", "RunResult", "kernel_interrupts", "main", "notebook_dir",
@@ -72,6 +75,8 @@ DEPENDS_ON: dict[str, tuple[str, ...]] = {
 SUMMARY_NAME = "summary.json"
 PARAMS_NAME = "params.yaml"
 PROVENANCE_NAME = "provenance.json"
+#: The command that owns a report folder and its notebook folders (``owner.json``).
+REPORT_COMMAND = "dango_nb.report"
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -131,6 +136,7 @@ def write_run_record(stem: str, params_file: str | os.PathLike, folder: str | os
     prov = provenance(device=device, seed=getattr(data, "seed", None), files=files)
     prov["notebook"], prov["params_file"] = f"{stem}.ipynb", str(params_file.resolve())
     atomic_write_json(prov, folder / PROVENANCE_NAME)
+    write_owner(folder, REPORT_COMMAND, {"notebook": f"{stem}.ipynb"})
 
 
 def write_summary(report_dir: str | os.PathLike, numbers: Mapping[str, Any], **extra: Any) -> Path:
@@ -327,6 +333,27 @@ def _replace_dir(new: Path, target: Path) -> None:
         print(f"warning: could not remove the replaced output {old}: {err}", file=sys.stderr)
 
 
+def _carry_runs(sources: Sequence[Path], build: Path) -> None:
+    """Complete run folders of earlier outputs (``<run>/runs/<id>/``, then those of a failed attempt)
+    go into the new build as hard links (a copy where links fail): the notebook's fits find them and
+    train again only those whose recorded parameters differ (run folders are never changed in place,
+    so the links are safe)."""
+    from .runs.folder import is_complete
+
+    for source in sources:
+        runs = source / "runs"
+        if not runs.is_dir() or runs.is_symlink():
+            continue
+        for folder in sorted(runs.iterdir()):
+            target = build / "runs" / folder.name
+            if folder.is_dir() and not folder.is_symlink() and is_complete(folder) and not target.exists():
+                try:
+                    shutil.copytree(folder, target, copy_function=os.link)
+                except (OSError, shutil.Error):
+                    _remove_tree(target)
+                    shutil.copytree(folder, target)
+
+
 def _rewrite_paths(ipynb: Path, build: Path, final: Path) -> None:
     """The executed notebook names its folder as it will be found: ``final``, not the build folder."""
     text = ipynb.read_text(encoding="utf-8")
@@ -353,6 +380,7 @@ def run_notebook(stem: str, params_file: Path, out_root: Path, kernel: str,
     build = _build_dir(out_root, name)
     _remove_tree(build)
     build.mkdir(parents=True)
+    _carry_runs([final, _failed_dir(out_root, name)], build)
     res = RunResult(name, str(src), "running")
     write_run_record(stem, params_file, build)
     t0 = time.perf_counter()
@@ -461,69 +489,31 @@ def run_report(params_dir: str | os.PathLike, out: str | os.PathLike, only: Sequ
     if missing:
         raise ParamsError(f"{nb_dir}: notebook(s) {', '.join(missing)} not found (use --notebooks DIR)")
     kernel = kernel or pick_kernel()
+    check_output_folder(out, REPORT_COMMAND)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise ReportError(f"{out}: cannot create the report folder: {err.strerror or err}") from None
     with report_lock(out, log), _thread_env(threads):
+        check_output_folder(out, REPORT_COMMAND)
+        write_owner(out, REPORT_COMMAND)
         return _run_all(stems, params_dir, out, kernel, timeout, nb_dir, log, log_output, progress)
 
 
 LOCK_NAME = ".report.lock"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 @contextlib.contextmanager
 def report_lock(out: Path, log=print):
-    """Hold ``<out>/.report.lock`` (``pid`` and start time) while a report is written into ``out``.
-
-    A lock whose pid is alive refuses the second run (:class:`ReportError` naming that pid); the lock
-    of a process that no longer exists is taken over with a message."""
-    path = out / LOCK_NAME
-    body = json.dumps({"pid": os.getpid(), "started": _dt.datetime.now().isoformat(timespec="seconds"),
-                       "argv": sys.argv})
-    for _ in range(3):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            try:
-                held = json.loads(path.read_text(encoding="utf-8") or "{}")
-                pid = int(held.get("pid"))
-            except (OSError, ValueError, TypeError):
-                held, pid = {}, None
-            if pid is not None and _pid_alive(pid):
-                raise ReportError(f"{out} is in use by another report run (pid {pid}, started "
-                                  f"{held.get('started', '?')}; lock {path}); wait for it to finish or "
-                                  f"stop it, or choose another --out") from None
-            log(f"[report] taking over the stale lock {path} of pid {pid} (no such process)")
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-            continue
-        except OSError as err:
-            raise ReportError(f"{out}: cannot write the report there: {err.strerror or err}") from None
-        with os.fdopen(fd, "w") as fh:
-            fh.write(body)
-        break
-    else:
-        raise ReportError(f"{out}: could not take the lock {path}")
-    try:
+    """Hold ``<out>/.report.lock`` (:func:`dango_nb.fileio.folder_lock`: pid and start time inside, released
+    by the system however the holder ends) while a report is written into ``out``; a second run fails
+    at once (:class:`~dango_nb.errors.OutputFolderError` naming the holder's pid). Build folders of a
+    killed run are removed once the lock is held."""
+    with folder_lock(out, out / LOCK_NAME) as path:
         for stale in out.glob(".*.run-*"):  # build folders of a run that was killed
             if stale.is_dir():
                 shutil.rmtree(stale, ignore_errors=True)
         yield path
-    finally:
-        with contextlib.suppress(OSError):
-            if json.loads(path.read_text(encoding="utf-8")).get("pid") == os.getpid():
-                path.unlink()
 
 
 @contextlib.contextmanager
@@ -802,7 +792,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                       nb_dir=Path(args.notebooks) if args.notebooks else None,
                                       threads=args.threads, log_output=not args.quiet,
                                       progress=not args.quiet)
-    except (ParamsError, ReportError) as err:
+    except (OutputFolderError, ParamsError, ReportError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except (ReportInterrupted, KeyboardInterrupt) as err:

@@ -299,12 +299,13 @@ def _set_aside_stale(run_specs) -> dict:
     """Complete run folders made with other parameters (an earlier report with other settings)
     are moved aside; :func:`_settle_stale` removes them once their replacement is complete."""
     from dango_nb.fileio import read_json
-    from dango_nb.runs.folder import _differences, is_complete, request_of
+    from dango_nb.fileio import differences
+    from dango_nb.runs.folder import is_complete, request_of
 
     stale = {}
     for sp in run_specs:
         out = Path(sp.out)
-        if is_complete(out) and _differences(read_json(out / "run.json").get("request", {}), request_of(sp.params)):
+        if is_complete(out) and differences(read_json(out / "run.json").get("request", {}), request_of(sp.params)):
             aside = out.with_name(f".{out.name}.replaced")
             if aside.exists():
                 import shutil

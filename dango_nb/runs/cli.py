@@ -120,8 +120,11 @@ def _add_compare(p: argparse.ArgumentParser) -> None:
 def _run_compare(args) -> int:
     import pandas as pd
 
+    from ..fileio import check_output_folder
     from .compare import compare_recipes, write_recipes
+    from .executor import SWEEP_COMMAND
 
+    check_output_folder(args.sweep_dir, SWEEP_COMMAND, option="SWEEP_DIR")  # recipes.csv goes into a sweep's own folder only
     table = compare_recipes(args.sweep_dir, recipe=args.recipe, ensembles=args.ensembles, top_k=args.top_k)
     path = write_recipes(table, args.sweep_dir)
     cols = [c for c in table.columns if c in ("variant", "split", "runs", "test_pearson", "test_pearson_sd",

@@ -34,7 +34,10 @@ from .folder import is_complete, read_progress, request_of, train_run
 from .folder import check_same_request
 from .sweep import RunSpec
 
-__all__ = ["RunOutcome", "run_many", "ray_session"]
+__all__ = ["RunOutcome", "check_complete_runs", "run_many", "ray_session"]
+
+#: The command that owns sweep folders (:func:`dango_nb.fileio.check_output_folder`).
+SWEEP_COMMAND = "dango-nb sweep"
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +188,14 @@ def _postfix(bar, running: dict[str, RunSpec]) -> None:
     bar.set_postfix_str(" | ".join(parts), refresh=True)
 
 
+def check_complete_runs(specs: Sequence[RunSpec]) -> None:
+    """:class:`~dango_nb.errors.ParamsError` when a spec's folder is a complete run made with other
+    parameters (before anything is written)."""
+    for spec in specs:
+        if is_complete(spec.out):
+            check_same_request(Path(spec.out), request_of(spec.params))
+
+
 def run_many(specs: Sequence[RunSpec], *, workers: int | None = None, address: str | None = None,
              gpus_per_run: float = 0.0, cpus_per_run: int = 1, max_retries: int = 2, backend: str = "ray",
              progress: bool = True, on_result: Callable[[RunOutcome], None] | None = None,
@@ -211,9 +222,9 @@ def run_many(specs: Sequence[RunSpec], *, workers: int | None = None, address: s
         raise ValueError("two runs share one output folder")
     outcomes: dict[int, RunOutcome] = {}
     todo: list[int] = []
-    for i, spec in enumerate(specs):  # complete folders first: a mismatch fails before any work
+    check_complete_runs(specs)  # a mismatch fails before any work
+    for i, spec in enumerate(specs):
         if is_complete(spec.out):
-            check_same_request(Path(spec.out), request_of(spec.params))
             outcomes[i] = _outcome_from_record(spec, {**read_json(Path(spec.out) / "run.json"), "skipped": True})
             if on_result is not None:
                 on_result(outcomes[i])
@@ -333,19 +344,30 @@ def run_sweep(sweep, out: str | os.PathLike, **kwargs) -> SweepResult:
     written (the others as ``interrupted``) before the interrupt goes on."""
     import yaml
 
-    from ..fileio import atomic_write, atomic_write_json, to_strict_json
+    from ..fileio import atomic_write, atomic_write_json, check_output_folder, owned_output_folder, to_strict_json
     from .provenance import provenance
-    from .results import results_table, write_results
     from .sweep import load_sweep
 
     if not hasattr(sweep, "runs"):
         sweep = load_sweep(sweep)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_write(out / "sweep.yaml") as fh:
-        yaml.safe_dump(to_strict_json({"source": sweep.source, **sweep.to_dict()}), fh, sort_keys=False)
-    atomic_write_json(provenance(), out / "provenance.json")
     specs = sweep_specs(sweep, out)
+    definition = to_strict_json({"source": sweep.source, **sweep.to_dict()})
+    # checks first (the folder is a sweep's, its complete runs have these parameters), writes after;
+    # a sweep may grow (new axis values), so the definition is recorded, not compared
+    check_output_folder(out, SWEEP_COMMAND)
+    check_complete_runs(specs)
+    with owned_output_folder(out, SWEEP_COMMAND, record=definition):
+        check_complete_runs(specs)
+        with atomic_write(out / "sweep.yaml") as fh:
+            yaml.safe_dump(definition, fh, sort_keys=False)
+        atomic_write_json(provenance(), out / "provenance.json")
+        return _run_sweep_locked(sweep, specs, out, kwargs)
+
+
+def _run_sweep_locked(sweep, specs, out: Path, kwargs: dict) -> SweepResult:
+    from .results import results_table, write_results
+
     axes = sweep.columns
     done: dict[str, RunOutcome] = {}
     user_cb = kwargs.pop("on_result", None)

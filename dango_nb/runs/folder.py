@@ -13,14 +13,17 @@ place and renamed into place in one step, so a folder named ``<name>`` is always
       predictions.parquet  val/test triplets: gene names, measured tau, best-epoch prediction
       checkpoints/       last.pt, top/epoch_XXXX.pt, top_k.json (dango_nb.train.checkpoint format)
       README.md          short human-readable summary
+      owner.json         the command and request that made it (dango_nb.fileio.check_output_folder)
       COMPLETE           marker
 
 An interrupted run leaves only ``.<name>.partial``; running it again resumes from its ``last.pt``
-(the training engine resumes exactly), and a complete folder is not trained again.
+(the training engine resumes exactly), and a complete folder is not trained again. One process at a
+time trains a run folder: it holds ``.<name>.lock`` beside it (:func:`dango_nb.fileio.folder_lock`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -34,14 +37,17 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from ..errors import ParamsError
-from ..fileio import atomic_write, atomic_write_json, atomic_write_table, read_json, to_strict_json
+from ..errors import OutputFolderError, ParamsError
+from ..fileio import (atomic_write, atomic_write_json, atomic_write_table, check_output_folder, differences, folder_lock,
+                      read_json, to_strict_json, write_owner)
 from .spec import RunParams, resolved_dict, run_params
 
 __all__ = ["MARKER", "RunFolder", "is_complete", "partial_path", "read_progress", "remember_study", "request_of",
            "train_run"]
 
 MARKER = "COMPLETE"
+#: The command that owns run folders (:func:`dango_nb.fileio.check_output_folder`).
+TRAIN_COMMAND = "dango-nb train"
 PROGRESS_FILE = "progress.json"
 #: Set to a folder to make runs die on purpose (fault-tolerance tests): a file ``kill-<run_id>`` there
 #: kills that run's process after an epoch once (the file is removed); ``kill-always-<run_id>`` every time.
@@ -80,19 +86,10 @@ def request_of(params: RunParams) -> dict:
     return req
 
 
-def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
-    if isinstance(a, Mapping) and isinstance(b, Mapping):
-        out = []
-        for k in sorted(set(a) | set(b)):
-            out += _differences(a.get(k), b.get(k), f"{prefix}{k}.")
-        return out
-    return [] if a == b else [f"{prefix[:-1]}: {a!r} -> {b!r}"]
-
-
 def check_same_request(path: Path, request: Mapping) -> None:
     """Raise :class:`ParamsError` when the complete run folder ``path`` was made with other parameters."""
     info = read_json(path / "run.json")
-    diff = _differences(info.get("request", {}), dict(request))
+    diff = differences(info.get("request", {}), dict(request))
     if diff:
         raise ParamsError(f"{path}: a complete run folder with other parameters is already there "
                           f"({'; '.join(diff[:6])}); choose another output folder or remove it")
@@ -190,10 +187,6 @@ def train_run(params: RunParams | Mapping, out: str | os.PathLike, *, run_id: st
         threads: ``torch.set_num_threads`` for the fit (restored afterwards).
         on_epoch: called as ``on_epoch(epoch, history_row)``.
     """
-    import torch
-
-    from ._api import fit
-
     out = Path(out)
     run_id = run_id or out.name
     if not isinstance(params, RunParams):
@@ -201,12 +194,30 @@ def train_run(params: RunParams | Mapping, out: str | os.PathLike, *, run_id: st
     if progress is not None:
         params.train = params.train.replace(progress=bool(progress))
     request = request_of(params)
+    check_output_folder(out, TRAIN_COMMAND)
     if is_complete(out):
         check_same_request(out, request)
         return {**read_json(out / "run.json"), "skipped": True}
-    if out.exists():
-        raise ValueError(f"{out}: exists but is not a complete run folder (no {MARKER}); remove it or "
-                              "choose another output folder")
+    lock = contextlib.ExitStack()
+    lock.enter_context(folder_lock(out))  # one process per run folder; released when this call ends
+    try:
+        return _train_locked(params, out, run_id, request, threads, on_epoch)
+    finally:
+        lock.close()
+
+
+def _train_locked(params: RunParams, out: Path, run_id: str, request: dict, threads: int | None,
+                  on_epoch: Callable[[int, dict], None] | None) -> dict:
+    import torch
+
+    from ._api import fit
+
+    if is_complete(out):  # another process finished it while we waited for nothing: same checks
+        check_same_request(out, request)
+        return {**read_json(out / "run.json"), "skipped": True}
+    if out.exists() and any(out.iterdir()):
+        raise OutputFolderError(f"{out}: exists but is not a complete run folder (no {MARKER}); remove it or "
+                                "give another folder as --out")
     partial = partial_path(out)
     if partial.exists():
         try:
@@ -217,6 +228,7 @@ def train_run(params: RunParams | Mapping, out: str | os.PathLike, *, run_id: st
             shutil.rmtree(partial)
     partial.mkdir(parents=True, exist_ok=True)
     atomic_write_json(request, partial / "request.json")
+    write_owner(partial, TRAIN_COMMAND, request)
 
     old_threads = torch.get_num_threads()
     if threads is not None:
