@@ -289,14 +289,13 @@ def _run_predict(args) -> int:
     from dango_nb.eval import prediction as P
     from dango_nb.eval.ensemble import EnsembleScorer, checkpoint_files
 
-    paths = list(args.checkpoints or [])
-    if args.runs:
-        from dango_nb.runs.cli import run_checkpoint_paths
-
-        paths += run_checkpoint_paths(args.runs)
-    if not paths:
+    if not args.checkpoints and not args.runs:
         raise UsageError("give --run FOLDER (a run or sweep folder) or --checkpoint FILE")
-    files = checkpoint_files(paths, args.top_k)
+    files = checkpoint_files(args.checkpoints, args.top_k) if args.checkpoints else []
+    if args.runs:
+        from dango_nb.runs.cli import run_checkpoint_files
+
+        files += run_checkpoint_files(args.runs, args.top_k)
     src, records = _predict_source(args, files)
     cell_graph, _ = _load_source(src)
     _check_genes(cell_graph, records)

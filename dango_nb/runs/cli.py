@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
-__all__ = ["COMMANDS", "add_parsers", "add_predict_run_argument", "run_checkpoint_paths", "expand_runs"]
+__all__ = ["COMMANDS", "add_parsers", "add_predict_run_argument", "run_checkpoint_files", "expand_runs"]
 
 
 def _parse_set(items) -> dict:
@@ -147,8 +146,9 @@ def _run_folder(text: str) -> Path:
 
 def add_predict_run_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", dest="runs", nargs="+", action="extend", default=None, metavar="FOLDER", type=_run_folder,
-                   help="run folder(s) from `dango-nb train`, or a sweep folder (all its complete runs); "
-                        "several = ensemble of their top-k checkpoints")
+                   help="run folder(s) from `dango-nb train`, or a sweep folder (all its complete runs): each "
+                        "run's reported model (checkpoints/best.pt), then its other top-k checkpoints; several = "
+                        "ensemble")
 
 
 def expand_runs(paths) -> list[Path]:
@@ -171,9 +171,13 @@ def expand_runs(paths) -> list[Path]:
     return out
 
 
-def run_checkpoint_paths(runs) -> list[str]:
-    """Checkpoint directories of the run folders (or sweep folders) ``runs``, for ``predict``."""
-    return [os.fspath(r / "checkpoints") for r in expand_runs(runs)]
+def run_checkpoint_files(runs, top_k: int | None = None) -> list[Path]:
+    """Checkpoint files of the run folders (or sweep folders) ``runs``, for ``predict``: per run the
+    model its ``run.json`` reports, then its other kept top-k checkpoints (at most ``top_k`` in all;
+    :meth:`~dango_nb.runs.folder.RunFolder.checkpoints`)."""
+    from .folder import RunFolder
+
+    return [f for r in expand_runs(runs) for f in RunFolder.open(r).checkpoints(top_k)]
 
 
 COMMANDS = {

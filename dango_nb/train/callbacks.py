@@ -147,7 +147,8 @@ class LearningRateSchedule(Callback):
 
 
 class ModelCheckpoint(Callback):
-    """``last.pt`` after every epoch and the top-k eligible epochs (:class:`CheckpointManager`)."""
+    """``last.pt`` after every epoch, ``best.pt`` for the best epoch and the top-k eligible epochs
+    (:class:`CheckpointManager`); runs after :class:`EarlyStopping`, which decides the best epoch."""
 
     def __init__(self, manager: CheckpointManager, early_stopping: EarlyStopping):
         self.manager, self.early_stopping = manager, early_stopping
@@ -161,7 +162,8 @@ class ModelCheckpoint(Callback):
         last = {"optimizer": loop.optimizer.state_dict(), "rng": rng_state(loop.generator),
                 "state": state, "best_state": es.best_state}
         self.manager.save(self.manager.payload(loop.model, loop.scaler, loop.cell_graph), epoch,
-                          row.get(es.metric, float("nan")), loop.eligible(row), es.higher, last)
+                          row.get(es.metric, float("nan")), loop.eligible(row), es.higher, last,
+                          best=es.best_epoch == epoch)
 
 
 class ProgressBar(Callback):
