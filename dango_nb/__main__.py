@@ -283,6 +283,22 @@ def _check_genes(cell_graph, records) -> None:
                 "trained on" + (f" (the checkpoint records {hint})" if hint else ""))
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` name one file (through symbolic links, hard links, ``..``)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one does not exist (yet): compare where it would be
+        return Path(a).resolve() == Path(b).resolve()
+
+
+def _refuse_output_over_input(out: Path, inputs: list[tuple[str, Path]]) -> None:
+    """Writing the output over one of the command's inputs would destroy it."""
+    for option, path in inputs:
+        if path is not None and _same_file(out, path):
+            raise UsageError(f"--out {out} is the same file as {option} {path}; write the predictions to another "
+                             "file")
+
+
 def _run_predict(args) -> int:
     import numpy as np
 
@@ -296,13 +312,19 @@ def _run_predict(args) -> int:
         from dango_nb.runs.cli import run_checkpoint_files
 
         files += run_checkpoint_files(args.runs, args.top_k)
+    _refuse_output_over_input(args.out, [("--triplets", args.triplets), ("--genes", args.genes),
+                                         ("--string", args.string), ("--kuzmin", args.kuzmin),
+                                         *(("a checkpoint", f) for f in files)])
+    # the inputs are read before any data: a bad file fails in a second
+    triplets = P.read_triplet_list(args.triplets) if args.triplets else None
+    gene_list = None if args.triplets else P.read_gene_list(args.genes)
     src, records = _predict_source(args, files)
     cell_graph, _ = _load_source(src)
     _check_genes(cell_graph, records)
     scorer = EnsembleScorer.from_checkpoints(files, cell_graph, batch_size=args.batch_size)
     progress = not args.no_progress
     if args.triplets:
-        table = P.score_triplets(scorer, P.read_triplet_list(args.triplets), batch_size=args.chunk_size,
+        table = P.score_triplets(scorer, triplets, batch_size=args.chunk_size,
                                  progress=progress)
         if args.threshold is not None and not args.all:
             keep = table["prediction"] <= args.threshold if args.keep == "below" else table["prediction"] >= args.threshold
@@ -310,7 +332,6 @@ def _run_predict(args) -> int:
         n_scored = None
     else:
         threshold = None if args.all else (P.STRONG_THRESHOLD if args.threshold is None else args.threshold)
-        gene_list = P.read_gene_list(args.genes)
         table = P.score_all_triplets(scorer, gene_list, threshold=threshold, keep=args.keep,
                                      chunk_size=args.chunk_size, progress=progress)
         n_scored = table.attrs["n_scored"]
