@@ -21,7 +21,6 @@ import argparse
 import json
 import math
 import os
-import shlex
 import sys
 import tempfile
 import warnings
@@ -30,6 +29,7 @@ from typing import Callable
 
 from dango_nb.errors import CheckpointError, DataFormatError, ParamsError, SourceMismatchError, UnknownGenesError
 from dango_nb.fileio import to_strict_json
+from dango_nb.sources import own_source, source_options
 
 warnings.filterwarnings("ignore", category=DeprecationWarning, module="torch_geometric")
 
@@ -157,21 +157,6 @@ def _source_from_args(args) -> dict | None:
     return None
 
 
-def source_options(recorded: dict | None) -> str | None:
-    """The command-line options that name a recorded data source (shell-quoted), or ``None``."""
-    if not isinstance(recorded, dict):
-        return None
-    if isinstance(recorded.get("preset"), str):
-        seed = recorded.get("seed", 0)
-        return f"--preset {shlex.quote(recorded['preset'])} --data-seed {shlex.quote(str(seed))} [--data-dir DIR]"
-    if isinstance(recorded.get("string"), str):
-        opts = f"--string {shlex.quote(recorded['string'])}"
-        if isinstance(recorded.get("kuzmin"), str):
-            opts += f" --kuzmin {shlex.quote(recorded['kuzmin'])}"
-        return opts
-    return None
-
-
 def _load_source(src: dict, genes: list[str] | None = None):
     """(cell_graph, study or None) for a source dict.
 
@@ -250,14 +235,14 @@ def _predict_source(args, files: list[Path]) -> tuple[dict, list[tuple[Path, dic
     and shows the options that name the recorded source. The one exception is ``--run`` on a run
     trained on an embedded preset in the default data folder: only the preset name and seed are
     taken, and the benchmark is read from (or generated in) the user's own data folder, never a
-    recorded path.
+    recorded path (:func:`dango_nb.sources.own_source`, as ``compare`` does).
     """
     records = [(f, *_recorded(f)) for f in files]
     src = _source_from_args(args)
     if src is None and args.runs:
         rec = records[0][1]
-        if isinstance(rec, dict) and isinstance(rec.get("preset"), str) and rec.get("data_dir") is None:
-            src = {"preset": rec["preset"], "seed": int(rec.get("seed", 0)), "data_dir": None}
+        src = own_source(rec) if isinstance(rec, dict) and isinstance(rec.get("preset"), str) else None
+        if src is not None:
             print(f"{PROG} predict: using the run's synthetic preset: {source_options(rec)}", file=sys.stderr)
     if src is None:
         named = source_options(records[0][1])

@@ -113,7 +113,22 @@ def _add_compare(p: argparse.ArgumentParser) -> None:
                    help="columns that make a recipe (default: all sweep columns but train.seed and the split)")
     p.add_argument("--ensembles", action="store_true",
                    help="also score top-k x seeds ensembles of each recipe (a prediction pass per checkpoint)")
-    p.add_argument("--top-k", type=int, default=None, help="checkpoints per run in those ensembles (default: all kept)")
+    p.add_argument("--top-k", type=_positive_int, default=None,
+                   help="checkpoints per run in those ensembles (default: all kept)")
+    p.add_argument("--data-dir", default=None,
+                   help="data folder holding the runs' data (their preset benchmarks, their data files by name); "
+                        "default: your data folder ($DANGO_DATA_DIR or the user cache). A folder or path a run "
+                        "folder records is never used")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
 
 
 def _run_compare(args) -> int:
@@ -121,7 +136,8 @@ def _run_compare(args) -> int:
 
     from .compare import compare_recipes, write_recipes
 
-    table = compare_recipes(args.sweep_dir, recipe=args.recipe, ensembles=args.ensembles, top_k=args.top_k)
+    table = compare_recipes(args.sweep_dir, recipe=args.recipe, ensembles=args.ensembles, top_k=args.top_k,
+                            data_dir=args.data_dir)
     path = write_recipes(table, args.sweep_dir)
     cols = [c for c in table.columns if c in ("variant", "split", "runs", "test_pearson", "test_pearson_sd",
                                               "fraction_of_ceiling", "fraction_of_ceiling_sd", "best_additive",

@@ -36,7 +36,7 @@ import pandas as pd
 import yaml
 
 from ..errors import CheckpointError, ParamsError
-from ..fileio import atomic_write, atomic_write_json, atomic_write_table, read_json, to_strict_json
+from ..fileio import atomic_write, atomic_write_json, atomic_write_table, read_json, read_yaml, to_strict_json
 from .spec import RunParams, resolved_dict, run_params
 
 __all__ = ["MARKER", "RunFolder", "is_complete", "partial_path", "read_progress", "remember_study", "request_of",
@@ -352,6 +352,56 @@ class RunFolder:
     @property
     def history(self) -> pd.DataFrame:
         return pd.read_csv(self.path / "history.csv")
+
+    def _record(self, name: str) -> dict:
+        try:
+            value = read_json(self.path / name)
+        except OSError as err:
+            raise ParamsError(f"{self.path / name}: cannot read ({err.strerror or err})") from None
+        except ValueError as err:  # read_json's message names the file
+            raise ParamsError(str(err)) from None
+        if not isinstance(value, dict):
+            raise ParamsError(f"{self.path / name}: expected a JSON object, found {type(value).__name__}")
+        return value
+
+    def checked_params(self) -> dict:
+        """``params.yaml``, checked against the other records of the run's request: ``run.json``'s
+        ``request`` (every key; the lambdas when the request gave them) and ``provenance.json``'s
+        seed and data source. A folder changed after training is a :class:`ParamsError` naming it
+        and the first differing keys (numbers recomputed from an edited ``params.yaml`` would
+        describe another study than the run's)."""
+        params = read_yaml(self.path / "params.yaml")
+        if not isinstance(params, dict) or not isinstance(params.get("train"), dict):
+            raise ParamsError(f"{self.path / 'params.yaml'}: not a run's resolved parameters (no 'train' mapping)")
+        request = self._record("run.json").get("request")
+        if not isinstance(request, dict):
+            raise ParamsError(f"{self.path / 'run.json'}: no 'request' recorded; cannot check params.yaml")
+        mine = json.loads(json.dumps(to_strict_json(params)))
+        theirs = json.loads(json.dumps(to_strict_json(request)))
+        for section, key in _IGNORED:
+            mine.get(section, {}).pop(key, None)
+            theirs.get(section, {}).pop(key, None)
+        if theirs.get("lambdas") is None:  # determined by the run: recorded in params.yaml only
+            for d in (mine, theirs):
+                d.pop("lambdas", None)
+                d.pop("lambdas_file", None)
+        diff = _differences(theirs, mine)
+        if diff:
+            raise ParamsError(f"{self.path}: params.yaml differs from the request run.json records "
+                              f"(run.json -> params.yaml: {'; '.join(diff[:6])}); the run folder was changed after "
+                              "training: restore it or train the run again")
+        prov = self._record("provenance.json")
+        recorded = {"train.seed": prov.get("seed")}
+        source = prov.get("data_source")
+        if isinstance(source, dict) and source.get("kind") == "synthetic" and not params["data"].get("kuzmin_file"):
+            recorded.update({"data.preset": source.get("preset"), "data.seed": source.get("seed")})
+        for dotted, value in recorded.items():
+            section, key = dotted.split(".")
+            if params.get(section, {}).get(key) != value:
+                raise ParamsError(f"{self.path}: params.yaml {dotted} is {params[section].get(key)!r}, provenance.json "
+                                  f"records {value!r}; the run folder was changed after training: restore it or "
+                                  "train the run again")
+        return params
 
     @property
     def checkpoint_dir(self) -> Path:
