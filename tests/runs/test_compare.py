@@ -117,14 +117,14 @@ def test_a_run_folder_changed_after_training_is_refused(finished_sweep, tmp_path
     (copy / "recipes.csv").unlink(missing_ok=True)
     run = copy / "runs" / "variant-reference_name-random_seed-0"
     _edit(run / "params.yaml", lambda p: p["data"].update(seed=1))
-    for extra in ([], ["--ensembles"]):
-        assert main(["compare", str(copy), "--data-dir", data["data_dir"], *extra]) == 2
+    for extra in ([], ["--ensembles"], ["--data-dir", data["data_dir"]]):
+        assert main(["compare", str(copy), *extra]) == 2
         assert _err(capsys) == (f"dango-nb compare: error: {run}: params.yaml differs from the request run.json "
                                 "records (run.json -> params.yaml: data.seed: 0 -> 1); the run folder was changed "
                                 "after training: restore it or train the run again")
     # run.json edited the same way: provenance.json still records the data the run trained on
     _edit(run / "run.json", lambda r: r["request"]["data"].update(seed=1))
-    assert main(["compare", str(copy), "--data-dir", data["data_dir"], "--ensembles"]) == 2
+    assert main(["compare", str(copy), "--ensembles"]) == 2
     assert _err(capsys) == (f"dango-nb compare: error: {run}: params.yaml data.seed is 1, provenance.json records 0; "
                             "the run folder was changed after training: restore it or train the run again")
     assert not (copy / "recipes.csv").exists()
