@@ -163,3 +163,15 @@ def test_bad_compare_input_is_one_line(finished_sweep, tmp_path, capsys):
     assert _err(capsys).startswith("dango-nb compare: error: recipe column(s) ['train.lrr'] not in the sweep; ")
     assert main(["compare", str(tmp_path)]) == 2
     assert _err(capsys) == f"dango-nb compare: error: {tmp_path}: not a sweep folder (no sweep.yaml)"
+
+
+def test_the_runs_data_are_checked_once_loaded(finished_sweep, tmp_path):
+    from dango_nb.errors import SourceMismatchError
+    from dango_nb.runs.compare import _check_run_data
+
+    out, data = finished_sweep
+    run = out / "runs" / "variant-reference_name-random_seed-0"
+    _check_run_data(run, load_study("tiny", seed=0, data_dir=data["data_dir"]))
+    with pytest.raises(SourceMismatchError, match=rf"^{run}: the data found are not the data the run was trained on "
+                                                  r"\(\S+: sha256 [0-9a-f]{64} in provenance.json, [0-9a-f]{64} found"):
+        _check_run_data(run, load_study("tiny", seed=1, data_dir=tmp_path / "other"))
