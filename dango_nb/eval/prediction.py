@@ -242,25 +242,31 @@ def write_predictions(table: pd.DataFrame, path: str | os.PathLike) -> None:
     atomic_write_table(table.reset_index(drop=True), path)
 
 
-def _name_fields(text: str, path: str, lineno: int) -> list[str]:
-    """The names on one line of a gene or triplet list: '#' comments dropped, fields split at tabs,
-    commas or spaces, CSV quotes removed; a name holding an export artefact is refused."""
-    from dango_nb.data.textio import artefact_in, unquote
+def _name_fields(text: str) -> list[str]:
+    """The fields of one line of a gene or triplet list: '#' comments dropped, split at tabs, commas
+    or spaces, CSV quotes removed."""
+    from dango_nb.data.textio import unquote
+
+    return [unquote(f) for f in text.split("#", 1)[0].replace(",", "\t").split()]
+
+
+def _gene_name(name: str, path: str, lineno: int) -> str:
+    """The canonical ORF name; one holding an export artefact (quote, BOM, ...) is refused."""
+    from dango_nb.data.textio import artefact_in, orf_name
     from dango_nb.errors import DataFormatError
 
-    fields = [unquote(f) for f in text.split("#", 1)[0].replace(",", "\t").split()]
-    for f in fields:
-        bad = artefact_in(f)
-        if bad is not None:
-            raise DataFormatError(f"gene name {f!r} holds {bad!r}, which no gene name does", path=path, line=lineno)
-    return fields
+    bad = artefact_in(name)
+    if bad is not None:
+        raise DataFormatError(f"gene name {name!r} holds {bad!r}, which no gene name does", path=path, line=lineno)
+    return orf_name(name)
 
 
 def _ends_in_orf(text: str) -> bool:
-    from dango_nb.data.textio import SYSTEMATIC_ORF, unquote
+    """A last line without newline is whole when it ends in a complete ORF name (else: cut)."""
+    from dango_nb.data.textio import SYSTEMATIC_ORF
 
-    fields = text.split("#", 1)[0].replace(",", "\t").split()
-    return bool(fields) and SYSTEMATIC_ORF.match(unquote(fields[-1])) is not None
+    fields = _name_fields(text)
+    return bool(fields) and SYSTEMATIC_ORF.match(fields[-1]) is not None
 
 
 def read_gene_list(path: str | os.PathLike) -> list[str]:
@@ -270,14 +276,14 @@ def read_gene_list(path: str | os.PathLike) -> list[str]:
     data loaders read (:func:`dango_nb.data.textio.read_lines`: ``.gz``, BOM, CRLF, CSV quotes, a
     non-UTF-8 line or a cut last line named); names are upper-cased ORF names (``orf_name``).
     """
-    from dango_nb.data.textio import orf_name, read_lines
+    from dango_nb.data.textio import read_lines
     from dango_nb.errors import DataFormatError
 
     path = os.fspath(path)
     genes: list[str] = []
     header_col = None
     for lineno, text in read_lines(path, complete_last=_ends_in_orf):
-        fields = _name_fields(text, path, lineno)
+        fields = _name_fields(text)
         if not fields:
             continue
         if header_col is None and not genes and "gene" in [f.lower() for f in fields]:
@@ -286,7 +292,7 @@ def read_gene_list(path: str | os.PathLike) -> list[str]:
         col = header_col or 0
         if col >= len(fields):
             raise DataFormatError(f"expected a gene name in field {col + 1}", path=path, line=lineno, column="gene")
-        genes.append(orf_name(fields[col]))
+        genes.append(_gene_name(fields[col], path, lineno))
     if not genes:
         raise DataFormatError("no gene names found (one per line expected)", path=path)
     return genes
@@ -323,7 +329,7 @@ def read_triplet_list(path: str | os.PathLike) -> pd.DataFrame:
     BOM, CRLF, CSV quotes, a non-UTF-8 line or a cut last line named); names are upper-cased ORF
     names (``orf_name``). A ``.parquet`` file that is not Parquet is a ``DataFormatError``.
     """
-    from dango_nb.data.textio import orf_name, read_lines
+    from dango_nb.data.textio import read_lines
     from dango_nb.errors import DataFormatError
 
     path = os.fspath(path)
@@ -331,14 +337,14 @@ def read_triplet_list(path: str | os.PathLike) -> pd.DataFrame:
         return _read_parquet_triplets(path)
     rows = []
     for lineno, text in read_lines(path, complete_last=_ends_in_orf):
-        fields = _name_fields(text, path, lineno)
+        fields = _name_fields(text)
         if not fields:
             continue
         if not rows and [f.lower() for f in fields[:3]] == ["gene1", "gene2", "gene3"]:
             continue  # header
         if len(fields) < 3:
             raise DataFormatError(f"expected three gene names, found {len(fields)}", path=path, line=lineno)
-        names = [orf_name(f) for f in fields[:3]]
+        names = [_gene_name(f, path, lineno) for f in fields[:3]]
         if len(set(names)) < 3:
             raise DataFormatError(f"triplet {' '.join(names)} repeats a gene; a triplet needs three "
                                   "different genes", path=path, line=lineno)
