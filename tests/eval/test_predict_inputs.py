@@ -53,8 +53,8 @@ def test_cut_and_non_utf8_files_name_the_line(reader, tmp_path):
     with pytest.raises(DataFormatError, match=rf"^{latin}:2: not UTF-8 text"):
         reader(latin)
     quoted = tmp_path / "quoted.tsv"
-    quoted.write_text("YAL001C\tYBR002W\t'YCL003C'\n")
-    with pytest.raises(DataFormatError, match=rf"^{quoted}:1: gene name \"'YCL003C'\" holds"):
+    quoted.write_text("'YAL001C'\tYBR002W\tYCL003C\n")
+    with pytest.raises(DataFormatError, match=rf"^{quoted}:1: gene name \"'YAL001C'\" holds"):
         reader(quoted)
 
 
