@@ -153,6 +153,12 @@ class ModelCheckpoint(Callback):
     def __init__(self, manager: CheckpointManager, early_stopping: EarlyStopping):
         self.manager, self.early_stopping = manager, early_stopping
 
+    def on_train_start(self, loop):
+        es = self.early_stopping  # resumed: best.pt must hold the best epoch the run goes on from
+        if es.best_epoch is not None and es.best_state is not None:
+            self.manager.restore_best(self.manager.payload(loop.model, loop.scaler, loop.cell_graph), es.best_state,
+                                      es.best_epoch, es.best_value)
+
     def on_epoch_end(self, loop, epoch, row):
         es = self.early_stopping
         state = {"epoch": loop.epoch, "rows": [dict(r) for r in loop.rows], **es.state_dict(),

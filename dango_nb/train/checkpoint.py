@@ -394,6 +394,18 @@ class CheckpointManager:
         for f in evicted:
             self._remove(confined(self.dir, f, self.dir / LAST, inside=TOP))
 
+    def restore_best(self, payload: dict[str, Any], best_state: Mapping[str, Any], epoch: int, value: float) -> None:
+        """Rewrite ``best.pt`` from a resumed run's best-epoch parameters unless it already holds
+        ``epoch`` (an interrupted epoch may have written a best that the resumed run does not reach)."""
+        path = self.dir / BEST
+        try:
+            held = load_intact([path])[0].get("epoch") if path.is_file() else None
+        except CheckpointError:
+            held = None
+        if held != epoch:
+            save_checkpoint({**payload, "model": dict(best_state), "epoch": epoch, "metric": self.metric,
+                             "value": float(value)}, path)
+
     def _rotate_last(self) -> None:
         # sidecar first: a crash between the two renames leaves last.pt without a sidecar (loads
         # with a warning), never a last.prev.pt whose sidecar belongs to another file
