@@ -21,7 +21,6 @@ import argparse
 import json
 import math
 import os
-import shlex
 import sys
 import tempfile
 import warnings
@@ -31,6 +30,7 @@ from typing import Callable
 from dango_nb.errors import (CheckpointError, DataFormatError, OutputFolderError, ParamsError, SourceMismatchError,
                              UnknownGenesError)
 from dango_nb.fileio import to_strict_json
+from dango_nb.sources import own_source, source_options
 
 warnings.filterwarnings("ignore", category=DeprecationWarning, module="torch_geometric")
 
@@ -159,21 +159,6 @@ def _source_from_args(args) -> dict | None:
     return None
 
 
-def source_options(recorded: dict | None) -> str | None:
-    """The command-line options that name a recorded data source (shell-quoted), or ``None``."""
-    if not isinstance(recorded, dict):
-        return None
-    if isinstance(recorded.get("preset"), str):
-        seed = recorded.get("seed", 0)
-        return f"--preset {shlex.quote(recorded['preset'])} --data-seed {shlex.quote(str(seed))} [--data-dir DIR]"
-    if isinstance(recorded.get("string"), str):
-        opts = f"--string {shlex.quote(recorded['string'])}"
-        if isinstance(recorded.get("kuzmin"), str):
-            opts += f" --kuzmin {shlex.quote(recorded['kuzmin'])}"
-        return opts
-    return None
-
-
 def _load_source(src: dict, genes: list[str] | None = None):
     """(cell_graph, study or None) for a source dict.
 
@@ -252,14 +237,14 @@ def _predict_source(args, files: list[Path]) -> tuple[dict, list[tuple[Path, dic
     and shows the options that name the recorded source. The one exception is ``--run`` on a run
     trained on an embedded preset in the default data folder: only the preset name and seed are
     taken, and the benchmark is read from (or generated in) the user's own data folder, never a
-    recorded path.
+    recorded path (:func:`dango_nb.sources.own_source`, as ``compare`` does).
     """
     records = [(f, *_recorded(f)) for f in files]
     src = _source_from_args(args)
     if src is None and args.runs:
         rec = records[0][1]
-        if isinstance(rec, dict) and isinstance(rec.get("preset"), str) and rec.get("data_dir") is None:
-            src = {"preset": rec["preset"], "seed": int(rec.get("seed", 0)), "data_dir": None}
+        src = own_source(rec) if isinstance(rec, dict) and isinstance(rec.get("preset"), str) else None
+        if src is not None:
             print(f"{PROG} predict: using the run's synthetic preset: {source_options(rec)}", file=sys.stderr)
     if src is None:
         named = source_options(records[0][1])
@@ -285,27 +270,48 @@ def _check_genes(cell_graph, records) -> None:
                 "trained on" + (f" (the checkpoint records {hint})" if hint else ""))
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` name one file (through symbolic links, hard links, ``..``)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one does not exist (yet): compare where it would be
+        return Path(a).resolve() == Path(b).resolve()
+
+
+def _refuse_output_over_input(out: Path, inputs: list[tuple[str, Path]]) -> None:
+    """Writing the output over one of the command's inputs would destroy it."""
+    for option, path in inputs:
+        if path is not None and _same_file(out, path):
+            raise UsageError(f"--out {out} is the same file as {option} {path}; write the predictions to another "
+                             "file")
+
+
 def _run_predict(args) -> int:
     import numpy as np
 
     from dango_nb.eval import prediction as P
     from dango_nb.eval.ensemble import EnsembleScorer, checkpoint_files
 
-    paths = list(args.checkpoints or [])
-    if args.runs:
-        from dango_nb.runs.cli import run_checkpoint_paths
-
-        paths += run_checkpoint_paths(args.runs)
-    if not paths:
+    if not args.checkpoints and not args.runs:
         raise UsageError("give --run FOLDER (a run or sweep folder) or --checkpoint FILE")
-    files = checkpoint_files(paths, args.top_k)
+    files = checkpoint_files(args.checkpoints, args.top_k) if args.checkpoints else []
+    if args.runs:
+        from dango_nb.runs.cli import run_checkpoint_files
+
+        files += run_checkpoint_files(args.runs, args.top_k)
+    _refuse_output_over_input(args.out, [("--triplets", args.triplets), ("--genes", args.genes),
+                                         ("--string", args.string), ("--kuzmin", args.kuzmin),
+                                         *(("a checkpoint", f) for f in files)])
+    # the inputs are read before any data: a bad file fails in a second
+    triplets = P.read_triplet_list(args.triplets) if args.triplets else None
+    gene_list = None if args.triplets else P.read_gene_list(args.genes)
     src, records = _predict_source(args, files)
     cell_graph, _ = _load_source(src)
     _check_genes(cell_graph, records)
     scorer = EnsembleScorer.from_checkpoints(files, cell_graph, batch_size=args.batch_size)
     progress = not args.no_progress
     if args.triplets:
-        table = P.score_triplets(scorer, P.read_triplet_list(args.triplets), batch_size=args.chunk_size,
+        table = P.score_triplets(scorer, triplets, batch_size=args.chunk_size,
                                  progress=progress)
         if args.threshold is not None and not args.all:
             keep = table["prediction"] <= args.threshold if args.keep == "below" else table["prediction"] >= args.threshold
@@ -313,7 +319,6 @@ def _run_predict(args) -> int:
         n_scored = None
     else:
         threshold = None if args.all else (P.STRONG_THRESHOLD if args.threshold is None else args.threshold)
-        gene_list = P.read_gene_list(args.genes)
         table = P.score_all_triplets(scorer, gene_list, threshold=threshold, keep=args.keep,
                                      chunk_size=args.chunk_size, progress=progress)
         n_scored = table.attrs["n_scored"]

@@ -63,6 +63,25 @@ def cut_error(data: bytes, path: Path, why: str = " (every line of a complete fi
                            "export it again", path, line=line)
 
 
+def read_lines(path: str | Path, complete_last=None) -> list[tuple[int, str]]:
+    """``(line number, text)`` of every line of a text file read the loaders' way: :func:`read_bytes`
+    (``.gz``, BOM, cut file), each line decoded as UTF-8 (:func:`decode_line` names a bad one), the
+    ``\\r`` of CRLF line ends removed.
+
+    ``complete_last(text) -> bool`` accepts a last line without a final newline when it ends in a
+    complete systematic ORF name (gene lists typed by hand or released without one); without it, or
+    when it says no, such a line means the file was cut.
+    """
+    path = Path(path)
+    data = read_bytes(path, final_newline=complete_last is None)
+    lines = data.split(b"\n")
+    if lines and not lines[-1]:
+        lines.pop()
+    elif data and not complete_last(last := decode_line(lines[-1], path, len(lines)).rstrip("\r")):
+        raise cut_error(data, path, f" and {last.strip()!r} does not end in a complete systematic ORF name")
+    return [(k, decode_line(raw, path, k).rstrip("\r")) for k, raw in enumerate(lines, start=1)]
+
+
 def decode_line(raw: bytes, path: Path, line: int) -> str:
     """One line as UTF-8 text; a ``DataFormatError`` naming the line (and byte) otherwise."""
     try:

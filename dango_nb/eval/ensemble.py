@@ -110,7 +110,8 @@ class EnsembleScorer:
 
 
 def checkpoint_files(paths: Sequence[str | os.PathLike], top_k: int | None = None) -> list[Path]:
-    """Expand run directories into their top-k checkpoint files (best first); files stay as they are.
+    """Expand run directories into their top-k checkpoint files (best first; ``best.pt``, else
+    ``last.pt``, when none was kept); files stay as they are.
 
     ``top_k``: at most this many per directory (``None``: all it kept); must be >= 1.
     """
@@ -125,11 +126,11 @@ def checkpoint_files(paths: Sequence[str | os.PathLike], top_k: int | None = Non
         p = Path(p)
         if p.is_dir():
             found = [Path(f) for f in list_checkpoints(p)["path"]]
+            if not found:  # none kept (keep_top_k 0): the best epoch's model, else the last one
+                found = [f for f in (p / "best.pt", p / "last.pt") if f.is_file()][:1]
             if not found:
-                last = p / "last.pt"
-                found = [last] if last.is_file() else []
-            if not found:
-                raise FileNotFoundError(f"{p}: no checkpoints in this directory (expected top_k.json or last.pt)")
+                raise FileNotFoundError(f"{p}: no checkpoints in this directory (expected top_k.json, best.pt or "
+                                        "last.pt)")
             files.extend(found[:top_k] if top_k is not None else found)
         elif p.is_file():
             files.append(p)

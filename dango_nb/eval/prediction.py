@@ -242,62 +242,113 @@ def write_predictions(table: pd.DataFrame, path: str | os.PathLike) -> None:
     atomic_write_table(table.reset_index(drop=True), path)
 
 
+def _name_fields(text: str) -> list[str]:
+    """The fields of one line of a gene or triplet list: '#' comments dropped, split at tabs, commas
+    or spaces, CSV quotes removed."""
+    from dango_nb.data.textio import unquote
+
+    return [unquote(f) for f in text.split("#", 1)[0].replace(",", "\t").split()]
+
+
+def _gene_name(name: str, path: str, lineno: int) -> str:
+    """The canonical ORF name; one holding an export artefact (quote, BOM, ...) is refused."""
+    from dango_nb.data.textio import artefact_in, orf_name
+    from dango_nb.errors import DataFormatError
+
+    bad = artefact_in(name)
+    if bad is not None:
+        raise DataFormatError(f"gene name {name!r} holds {bad!r}, which no gene name does", path=path, line=lineno)
+    return orf_name(name)
+
+
+def _ends_in_orf(text: str) -> bool:
+    """A last line without newline is whole when it ends in a complete ORF name (else: cut)."""
+    from dango_nb.data.textio import SYSTEMATIC_ORF
+
+    fields = _name_fields(text)
+    return bool(fields) and SYSTEMATIC_ORF.match(fields[-1]) is not None
+
+
 def read_gene_list(path: str | os.PathLike) -> list[str]:
     """One gene name per line (first whitespace-separated field; '#' comments and blanks skipped).
 
-    A ``.tsv``/``.csv`` file with a ``gene`` column header is read by that column.
+    A ``.tsv``/``.csv`` file with a ``gene`` column header is read by that column. Read the way the
+    data loaders read (:func:`dango_nb.data.textio.read_lines`: ``.gz``, BOM, CRLF, CSV quotes, a
+    non-UTF-8 line or a cut last line named); names are upper-cased ORF names (``orf_name``).
     """
+    from dango_nb.data.textio import read_lines
     from dango_nb.errors import DataFormatError
 
     path = os.fspath(path)
-    with open(path, encoding="utf-8") as fh:
-        lines = fh.read().splitlines()
     genes: list[str] = []
     header_col = None
-    for lineno, line in enumerate(lines, 1):
-        line = line.split("#", 1)[0].strip()
-        if not line:
+    for lineno, text in read_lines(path, complete_last=_ends_in_orf):
+        fields = _name_fields(text)
+        if not fields:
             continue
-        fields = line.replace(",", "\t").split()
         if header_col is None and not genes and "gene" in [f.lower() for f in fields]:
             header_col = [f.lower() for f in fields].index("gene")
             continue
         col = header_col or 0
         if col >= len(fields):
             raise DataFormatError(f"expected a gene name in field {col + 1}", path=path, line=lineno, column="gene")
-        genes.append(fields[col])
+        genes.append(_gene_name(fields[col], path, lineno))
     if not genes:
         raise DataFormatError("no gene names found (one per line expected)", path=path)
     return genes
 
 
+def _read_parquet_triplets(path: str) -> pd.DataFrame:
+    from dango_nb.data.textio import artefact_in, orf_name
+    from dango_nb.errors import DataFormatError
+
+    try:
+        frame = pd.read_parquet(path)
+    except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
+        why = " ".join(str(err).split())
+        raise DataFormatError(f"not a readable Parquet file ({type(err).__name__}: {why})", path=path) from None
+    missing = [c for c in ("gene1", "gene2", "gene3") if c not in frame.columns]
+    if missing:
+        raise DataFormatError(f"missing column(s) {missing}; expected gene1, gene2, gene3", path=path)
+    frame = frame[["gene1", "gene2", "gene3"]].astype(str)
+    for c in frame.columns:
+        for name in pd.unique(frame[c]):  # each distinct name once
+            if artefact_in(name) is not None:
+                k = int(np.flatnonzero(frame[c].to_numpy() == name)[0])
+                raise DataFormatError(f"row {k}: gene name {name!r} holds {artefact_in(name)!r}, which no gene "
+                                      "name does", path=path, column=c)
+        frame[c] = frame[c].map(orf_name)
+    return frame.reset_index(drop=True)
+
+
 def read_triplet_list(path: str | os.PathLike) -> pd.DataFrame:
     """A table with ``gene1, gene2, gene3`` columns (TSV/CSV with header, or Parquet), or a
-    headerless file of three whitespace/tab/comma-separated names per line."""
+    headerless file of three whitespace/tab/comma-separated names per line.
+
+    Text is read the way the data loaders read (:func:`dango_nb.data.textio.read_lines`: ``.gz``,
+    BOM, CRLF, CSV quotes, a non-UTF-8 line or a cut last line named); names are upper-cased ORF
+    names (``orf_name``). A ``.parquet`` file that is not Parquet is a ``DataFormatError``.
+    """
+    from dango_nb.data.textio import read_lines
     from dango_nb.errors import DataFormatError
 
     path = os.fspath(path)
     if path.endswith(".parquet"):
-        frame = pd.read_parquet(path)
-        missing = [c for c in ("gene1", "gene2", "gene3") if c not in frame.columns]
-        if missing:
-            raise DataFormatError(f"missing column(s) {missing}; expected gene1, gene2, gene3", path=path)
-        return frame[["gene1", "gene2", "gene3"]].astype(str)
+        return _read_parquet_triplets(path)
     rows = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            line = line.split("#", 1)[0].strip()
-            if not line:
-                continue
-            fields = line.replace(",", "\t").split()
-            if not rows and [f.lower() for f in fields[:3]] == ["gene1", "gene2", "gene3"]:
-                continue  # header
-            if len(fields) < 3:
-                raise DataFormatError(f"expected three gene names, found {len(fields)}", path=path, line=lineno)
-            if len(set(fields[:3])) < 3:
-                raise DataFormatError(f"triplet {' '.join(fields[:3])} repeats a gene; a triplet needs three "
-                                      "different genes", path=path, line=lineno)
-            rows.append(fields[:3])
+    for lineno, text in read_lines(path, complete_last=_ends_in_orf):
+        fields = _name_fields(text)
+        if not fields:
+            continue
+        if not rows and [f.lower() for f in fields[:3]] == ["gene1", "gene2", "gene3"]:
+            continue  # header
+        if len(fields) < 3:
+            raise DataFormatError(f"expected three gene names, found {len(fields)}", path=path, line=lineno)
+        names = [_gene_name(f, path, lineno) for f in fields[:3]]
+        if len(set(names)) < 3:
+            raise DataFormatError(f"triplet {' '.join(names)} repeats a gene; a triplet needs three "
+                                  "different genes", path=path, line=lineno)
+        rows.append(names)
     if not rows:
         raise DataFormatError("no triplets found (three gene names per line expected)", path=path)
     return pd.DataFrame(rows, columns=["gene1", "gene2", "gene3"])

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
-__all__ = ["COMMANDS", "add_parsers", "add_predict_run_argument", "run_checkpoint_paths", "expand_runs"]
+__all__ = ["COMMANDS", "add_parsers", "add_predict_run_argument", "run_checkpoint_files", "expand_runs"]
 
 
 def _parse_set(items) -> dict:
@@ -114,7 +113,22 @@ def _add_compare(p: argparse.ArgumentParser) -> None:
                    help="columns that make a recipe (default: all sweep columns but train.seed and the split)")
     p.add_argument("--ensembles", action="store_true",
                    help="also score top-k x seeds ensembles of each recipe (a prediction pass per checkpoint)")
-    p.add_argument("--top-k", type=int, default=None, help="checkpoints per run in those ensembles (default: all kept)")
+    p.add_argument("--top-k", type=_positive_int, default=None,
+                   help="checkpoints per run in those ensembles (default: all kept)")
+    p.add_argument("--data-dir", default=None,
+                   help="data folder holding the runs' data (their preset benchmarks, their data files by name); "
+                        "default: your data folder ($DANGO_DATA_DIR or the user cache). A folder or path a run "
+                        "folder records is never used")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
 
 
 def _run_compare(args) -> int:
@@ -125,7 +139,8 @@ def _run_compare(args) -> int:
     from .executor import SWEEP_COMMAND
 
     check_output_folder(args.sweep_dir, SWEEP_COMMAND, option="SWEEP_DIR")  # recipes.csv goes into a sweep's own folder only
-    table = compare_recipes(args.sweep_dir, recipe=args.recipe, ensembles=args.ensembles, top_k=args.top_k)
+    table = compare_recipes(args.sweep_dir, recipe=args.recipe, ensembles=args.ensembles, top_k=args.top_k,
+                            data_dir=args.data_dir)
     path = write_recipes(table, args.sweep_dir)
     cols = [c for c in table.columns if c in ("variant", "split", "runs", "test_pearson", "test_pearson_sd",
                                               "fraction_of_ceiling", "fraction_of_ceiling_sd", "best_additive",
@@ -150,8 +165,9 @@ def _run_folder(text: str) -> Path:
 
 def add_predict_run_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", dest="runs", nargs="+", action="extend", default=None, metavar="FOLDER", type=_run_folder,
-                   help="run folder(s) from `dango-nb train`, or a sweep folder (all its complete runs); "
-                        "several = ensemble of their top-k checkpoints")
+                   help="run folder(s) from `dango-nb train`, or a sweep folder (all its complete runs): each "
+                        "run's reported model (checkpoints/best.pt), then its other top-k checkpoints; several = "
+                        "ensemble")
 
 
 def expand_runs(paths) -> list[Path]:
@@ -174,9 +190,13 @@ def expand_runs(paths) -> list[Path]:
     return out
 
 
-def run_checkpoint_paths(runs) -> list[str]:
-    """Checkpoint directories of the run folders (or sweep folders) ``runs``, for ``predict``."""
-    return [os.fspath(r / "checkpoints") for r in expand_runs(runs)]
+def run_checkpoint_files(runs, top_k: int | None = None) -> list[Path]:
+    """Checkpoint files of the run folders (or sweep folders) ``runs``, for ``predict``: per run the
+    model its ``run.json`` reports, then its other kept top-k checkpoints (at most ``top_k`` in all;
+    :meth:`~dango_nb.runs.folder.RunFolder.checkpoints`)."""
+    from .folder import RunFolder
+
+    return [f for r in expand_runs(runs) for f in RunFolder.open(r).checkpoints(top_k)]
 
 
 COMMANDS = {

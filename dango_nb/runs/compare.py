@@ -10,6 +10,14 @@ split x fold (noise ceiling on synthetic data, ``additive`` and ``pairwise_addit
 function, fold and seed), so a fraction of the ceiling and a margin over the baseline compare
 like with like. ``dango-nb compare SWEEP_FOLDER`` writes the result as ``recipes.csv`` beside
 ``results.csv``.
+
+Before any number is computed every run folder is checked: its ``params.yaml`` against the request
+``run.json`` and ``provenance.json`` record (:meth:`~dango_nb.runs.folder.RunFolder.checked_params`).
+The data are those the runs name (preset and seed, or data file names) in a data folder the caller
+gives (``data_dir``) or the user's own, never a folder a run folder records
+(:func:`dango_nb.sources.own_source`, as ``predict --run``); once loaded they must be the runs'
+data: the data files' SHA-256 in ``provenance.json`` and the gene names of the held-out triplets
+in ``predictions.parquet``.
 """
 
 from __future__ import annotations
@@ -30,10 +38,12 @@ BASELINES = ("additive", "pairwise_additive")
 SPLIT_KEYS = ("name", "fold", "n_folds", "seed", "val_fraction", "n_test_genes")
 
 
-def _runs(sweep_dir: Path) -> pd.DataFrame:
+def _runs(sweep_dir: Path, data_dir: str | None = None) -> pd.DataFrame:
     """One row per complete run folder of the sweep (as in ``results.csv``), also while the sweep
     is unfinished or was interrupted: the runs and their axis values come from the sweep's
-    ``sweep.yaml``, the numbers from each run's ``run.json``."""
+    ``sweep.yaml``, the numbers from each run's ``run.json``; ``_data`` is the data section to load
+    (:func:`_run_data`)."""
+    from ..errors import ParamsError
     from ..fileio import read_yaml
     from .executor import RunOutcome, sweep_specs
     from .folder import RunFolder, is_complete
@@ -51,15 +61,63 @@ def _runs(sweep_dir: Path) -> pd.DataFrame:
         if not is_complete(spec.out):
             continue
         folder = RunFolder.open(spec.out)
-        params = folder.params
+        params = folder.checked_params()
         if params.get("split") is None:
-            raise ValueError(f"{spec.out}: the run held out no test part (split: null); nothing to compare")
+            raise ParamsError(f"{spec.out}: the run held out no test part (split: null); nothing to compare")
         outcomes.append(RunOutcome(spec.run_id, Path(spec.out), "done", folder.info, None, dict(spec.axes)))
         rows.append({**{f"_split_{k}": params["split"][k] for k in SPLIT_KEYS},
-                     "_data": json.dumps(params["data"], sort_keys=True)})
+                     "_data": json.dumps(_run_data(spec.out, params["data"], data_dir), sort_keys=True)})
     if not outcomes:
-        raise ValueError(f"{sweep_dir}: no complete runs to compare")
+        raise FileNotFoundError(f"{sweep_dir}: no complete runs to compare")
     return pd.concat([results_table(outcomes, sweep.columns), pd.DataFrame(rows)], axis=1)
+
+
+def _run_data(run: Path, data: dict, data_dir: str | None) -> dict:
+    """The data section to load for a run: what its ``data`` names, inside ``data_dir`` or the
+    user's own data folder (:func:`~dango_nb.sources.own_source`); a place it records is refused."""
+    from ..errors import ParamsError
+    from ..sources import own_source, recorded_location
+
+    own = own_source(data, data_dir)
+    if own is None:
+        key, value = recorded_location(data) or ("data", data)
+        what = (f"the {data.get('preset')!r} seed {data.get('seed')} benchmark" if not data.get("kuzmin_file")
+                else "its data files by name")
+        raise ParamsError(f"{run}: params.yaml records data.{key} {value!r}; compare reads or generates data only "
+                          f"in a folder the command line names, never one a run folder records: give --data-dir DIR "
+                          f"(the data folder holding {what})")
+    return own
+
+
+def _check_run_data(run: Path, study) -> None:
+    """The loaded study holds the run's data: the data files ``provenance.json`` hashed, and the
+    held-out triplets of ``predictions.parquet`` at their rows (:class:`SourceMismatchError`)."""
+    from ..errors import SourceMismatchError
+    from .folder import RunFolder
+    from .provenance import data_files
+
+    folder = RunFolder.open(run)
+    found = {f["name"]: f["sha256"] for f in data_files(getattr(study, "source", None))}
+    for f in folder.provenance.get("data_files") or []:
+        name, sha = f.get("name"), f.get("sha256")
+        if sha is not None and found.get(name) != sha:
+            raise SourceMismatchError(
+                f"{run}: the data found are not the data the run was trained on ({name}: sha256 {sha} in "
+                f"provenance.json, {found.get(name) or 'no such file'} found in {study.label}); give --data-dir "
+                "with the run's data")
+    pred = folder.predictions()
+    rows = pred["row"].to_numpy(np.int64)
+    n = len(study.triplets)
+    genes = np.asarray(study.genes, dtype=object)
+    if len(rows) and (rows.min() < 0 or rows.max() >= n):
+        raise SourceMismatchError(f"{run}: predictions.parquet names triplet row {int(rows.max())}, the data hold "
+                                  f"{n} triplets; give --data-dir with the run's data")
+    names = genes[study.triplets.indices.cpu().numpy()[rows]] if len(rows) else np.zeros((0, 3), dtype=object)
+    same = (names == pred[["gene1", "gene2", "gene3"]].to_numpy(dtype=object)).all(axis=1)
+    if not same.all():
+        k = int(np.flatnonzero(~same)[0])
+        raise SourceMismatchError(f"{run}: predictions.parquet row {k} holds triplet {tuple(pred.iloc[k][['gene1', 'gene2', 'gene3']])}, "
+                                  f"the data hold {tuple(names[k])} there; give --data-dir with the run's data")
 
 
 def _load_study(data: dict):
@@ -99,6 +157,7 @@ def split_references(data: dict, splits: Sequence[dict], study=None) -> pd.DataF
 def _ensemble_rows(group: pd.DataFrame, study, top_k: int | None) -> dict:
     """Test Pearson of the best checkpoint (mean over runs), of each run's top-k ensemble (mean),
     of the seeds' best checkpoints together and of top-k x seeds (:func:`ensemble_gain`)."""
+    from ..errors import SourceMismatchError
     from ..eval.ensemble import EnsembleScorer, Member, ensemble_gain
     from ._api import load_checkpoint
     from .folder import RunFolder
@@ -109,9 +168,12 @@ def _ensemble_rows(group: pd.DataFrame, study, top_k: int | None) -> dict:
     for path, run_id in zip(group["path"], group["run_id"]):
         folder = RunFolder.open(path)
         if not folder.predictions("test")["row"].equals(test["row"]):
-            raise ValueError(f"{path}: its test part differs from {first.path}'s; cannot ensemble them")
+            raise SourceMismatchError(f"{path}: its test part differs from {first.path}'s; cannot ensemble them")
         for ckpt in folder.checkpoints(top_k):
             model, scaler = load_checkpoint(ckpt, device="cpu")
+            if model.gene_num != len(study.genes):
+                raise SourceMismatchError(f"{ckpt}: model of {model.gene_num} genes, the run's data hold "
+                                          f"{len(study.genes)}")
             members.append(Member(model, scaler, f"{run_id}/{Path(ckpt).stem}"))
             groups.append(run_id)
     idx = study.triplets.indices[np.asarray(test["row"])]
@@ -123,7 +185,8 @@ def _ensemble_rows(group: pd.DataFrame, study, top_k: int | None) -> dict:
 
 
 def compare_recipes(sweep_dir: str | os.PathLike, recipe: Sequence[str] | None = None,
-                    ensembles: bool = False, top_k: int | None = None) -> pd.DataFrame:
+                    ensembles: bool = False, top_k: int | None = None,
+                    data_dir: str | os.PathLike | None = None) -> pd.DataFrame:
     """One row per recipe x split of a sweep folder's complete runs.
 
     Args:
@@ -132,6 +195,8 @@ def compare_recipes(sweep_dir: str | os.PathLike, recipe: Sequence[str] | None =
         ensembles: also score ensembles of each recipe x split's runs (``ens_*`` columns; loads
             every kept checkpoint, so it takes a prediction pass per checkpoint).
         top_k: checkpoints per run in those ensembles (``None``: all kept).
+        data_dir: the data folder the runs' data are read from or generated in (``None``: the
+            user's own); a data folder or file path a run folder records is never used.
 
     Columns: the recipe columns, ``split``, ``runs``, ``test_pearson`` / ``test_pearson_sd``,
     ``val_pearson``, ``fraction_of_ceiling`` / ``fraction_of_ceiling_sd`` (per run, then mean and
@@ -139,12 +204,21 @@ def compare_recipes(sweep_dir: str | os.PathLike, recipe: Sequence[str] | None =
     (``test_pearson - best_additive``), ``best_epoch`` / ``best_epoch_sd``, ``epochs_run`` and
     ``fit_s`` (means). Standard deviations use ddof=1 and are NaN for a single run.
     """
+    from ..errors import ParamsError
+
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise ParamsError(f"top_k: expected an integer >= 1 or None (all kept), got {top_k!r}")
     sweep_dir = Path(sweep_dir)
-    runs = _runs(sweep_dir)
+    runs = _runs(sweep_dir, None if data_dir is None else os.fspath(data_dir))
     axis_cols = [c for c in runs.columns if c == "variant" or c.startswith(("data.", "train.", "split."))]
     if recipe is None:
         recipe = [c for c in axis_cols if c not in ("train.seed", "split.name", "split.fold")]
+    unknown = [c for c in recipe if c not in axis_cols]
+    if unknown:
+        raise ParamsError(f"recipe column(s) {unknown} not in the sweep; its columns: {', '.join(axis_cols)}")
     studies = {data: _load_study(json.loads(data)) for data in runs["_data"].unique()}  # each loaded once
+    for run, data in zip(runs["path"], runs["_data"]):
+        _check_run_data(Path(run), studies[data])
     refs = []
     for data, sub in runs.groupby("_data", sort=False):
         splits = sub[[f"_split_{k}" for k in SPLIT_KEYS]].drop_duplicates()

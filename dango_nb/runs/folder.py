@@ -11,7 +11,8 @@ place and renamed into place in one step, so a folder named ``<name>`` is always
       provenance.json    versions, git commit, device, threads, data files with sizes and sha256
       history.csv        one row per epoch (dango_nb.train.HISTORY_COLUMNS + per-channel losses)
       predictions.parquet  val/test triplets: gene names, measured tau, best-epoch prediction
-      checkpoints/       last.pt, top/epoch_XXXX.pt, top_k.json (dango_nb.train.checkpoint format)
+      checkpoints/       best.pt (the model run.json reports, its best_epoch), last.pt,
+                         top/epoch_XXXX.pt, top_k.json (dango_nb.train.checkpoint format)
       README.md          short human-readable summary
       owner.json         the command and request that made it (dango_nb.fileio.check_output_folder)
       COMPLETE           marker
@@ -37,9 +38,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from ..errors import OutputFolderError, ParamsError
+from ..errors import CheckpointError, OutputFolderError, ParamsError
 from ..fileio import (atomic_write, atomic_write_json, atomic_write_table, check_output_folder, differences, folder_lock,
-                      read_json, to_strict_json, write_owner)
+                      read_json, read_yaml, to_strict_json, write_owner)
 from .spec import RunParams, resolved_dict, run_params
 
 __all__ = ["MARKER", "RunFolder", "is_complete", "partial_path", "read_progress", "remember_study", "request_of",
@@ -364,6 +365,56 @@ class RunFolder:
     def history(self) -> pd.DataFrame:
         return pd.read_csv(self.path / "history.csv")
 
+    def _record(self, name: str) -> dict:
+        try:
+            value = read_json(self.path / name)
+        except OSError as err:
+            raise ParamsError(f"{self.path / name}: cannot read ({err.strerror or err})") from None
+        except ValueError as err:  # read_json's message names the file
+            raise ParamsError(str(err)) from None
+        if not isinstance(value, dict):
+            raise ParamsError(f"{self.path / name}: expected a JSON object, found {type(value).__name__}")
+        return value
+
+    def checked_params(self) -> dict:
+        """``params.yaml``, checked against the other records of the run's request: ``run.json``'s
+        ``request`` (every key; the lambdas when the request gave them) and ``provenance.json``'s
+        seed and data source. A folder changed after training is a :class:`ParamsError` naming it
+        and the first differing keys (numbers recomputed from an edited ``params.yaml`` would
+        describe another study than the run's)."""
+        params = read_yaml(self.path / "params.yaml")
+        if not isinstance(params, dict) or not isinstance(params.get("train"), dict):
+            raise ParamsError(f"{self.path / 'params.yaml'}: not a run's resolved parameters (no 'train' mapping)")
+        request = self._record("run.json").get("request")
+        if not isinstance(request, dict):
+            raise ParamsError(f"{self.path / 'run.json'}: no 'request' recorded; cannot check params.yaml")
+        mine = json.loads(json.dumps(to_strict_json(params)))
+        theirs = json.loads(json.dumps(to_strict_json(request)))
+        for section, key in _IGNORED:
+            mine.get(section, {}).pop(key, None)
+            theirs.get(section, {}).pop(key, None)
+        if theirs.get("lambdas") is None:  # determined by the run: recorded in params.yaml only
+            for d in (mine, theirs):
+                d.pop("lambdas", None)
+                d.pop("lambdas_file", None)
+        diff = differences(theirs, mine)
+        if diff:
+            raise ParamsError(f"{self.path}: params.yaml differs from the request run.json records "
+                              f"(run.json -> params.yaml: {'; '.join(diff[:6])}); the run folder was changed after "
+                              "training: restore it or train the run again")
+        prov = self._record("provenance.json")
+        recorded = {"train.seed": prov.get("seed")}
+        source = prov.get("data_source")
+        if isinstance(source, dict) and source.get("kind") == "synthetic" and not params["data"].get("kuzmin_file"):
+            recorded.update({"data.preset": source.get("preset"), "data.seed": source.get("seed")})
+        for dotted, value in recorded.items():
+            section, key = dotted.split(".")
+            if params.get(section, {}).get(key) != value:
+                raise ParamsError(f"{self.path}: params.yaml {dotted} is {params[section].get(key)!r}, provenance.json "
+                                  f"records {value!r}; the run folder was changed after training: restore it or "
+                                  "train the run again")
+        return params
+
     @property
     def checkpoint_dir(self) -> Path:
         return self.path / "checkpoints"
@@ -372,11 +423,47 @@ class RunFolder:
         df = pd.read_parquet(self.path / "predictions.parquet")
         return df if part is None else df[df["part"] == part].reset_index(drop=True)
 
-    def checkpoints(self, top_k: int | None = None) -> list[Path]:
-        """The kept top-k checkpoints, best first (``last.pt`` when none was kept)."""
-        from ._api import checkpoint_files
+    def best_checkpoint(self) -> Path:
+        """The checkpoint of the model ``run.json`` reports (its predictions, its metrics):
+        ``checkpoints/best.pt``, verified to hold ``best_epoch``; ``last.pt`` (verified to hold
+        every epoch run) when no epoch was eligible for best (``best_epoch`` null).
 
-        return checkpoint_files([self.checkpoint_dir], top_k)
+        Raises:
+            CheckpointError: the file is missing, damaged or holds another epoch.
+        """
+        from ._api import load_intact
+
+        info = self.info
+        best = info.get("best_epoch")
+        if best is None:
+            path = self.checkpoint_dir / "last.pt"
+            ckpt, _ = load_intact([path])
+            found = len((ckpt.get("state") or {}).get("rows") or [])
+            if found != info.get("epochs_run"):
+                raise CheckpointError(f"holds {found} epochs, run.json reports {info.get('epochs_run')} (and no "
+                                      "best epoch); the run folder does not hold the model it reports", path=path)
+            return path
+        path = self.checkpoint_dir / "best.pt"
+        if not path.is_file():
+            raise CheckpointError(f"missing: run.json reports best epoch {best} and this file must hold its model "
+                                  "(a run folder keeps the model it reports); train the run again", path=path)
+        ckpt, _ = load_intact([path])
+        if ckpt.get("epoch") != best:
+            raise CheckpointError(f"holds epoch {ckpt.get('epoch')!r}, run.json reports best epoch {best}; the run "
+                                  "folder does not hold the model it reports", path=path)
+        return path
+
+    def checkpoints(self, top_k: int | None = None) -> list[Path]:
+        """The run's model first (:meth:`best_checkpoint`), then the other kept top-k checkpoints,
+        best first; at most ``top_k`` (``None``: all)."""
+        from ._api import list_checkpoints
+
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+            raise ValueError(f"top_k must be an integer >= 1 or None (all kept), got {top_k!r}")
+        best = self.info.get("best_epoch")
+        files = [self.best_checkpoint()]
+        files += [Path(r.path) for r in list_checkpoints(self.checkpoint_dir).itertuples() if r.epoch != best]
+        return files if top_k is None else files[:top_k]
 
     def fit_result(self, device: str = "cpu"):
         """The run's :class:`~dango_nb.train.FitResult` rebuilt from ``checkpoints/last.pt``: the
@@ -393,7 +480,7 @@ class RunFolder:
                          stopped_early=bool(info["stopped_early"]), best_state=ckpt.get("best_state"))
 
     def load_model(self, device: str = "cpu"):
-        """``(model, scaler)`` of the best kept checkpoint (eval mode)."""
+        """``(model, scaler)`` of the model ``run.json`` reports (eval mode)."""
         from ._api import load_checkpoint
 
-        return load_checkpoint(self.checkpoints(1)[0], device=device)
+        return load_checkpoint(self.best_checkpoint(), device=device)

@@ -147,10 +147,17 @@ class LearningRateSchedule(Callback):
 
 
 class ModelCheckpoint(Callback):
-    """``last.pt`` after every epoch and the top-k eligible epochs (:class:`CheckpointManager`)."""
+    """``last.pt`` after every epoch, ``best.pt`` for the best epoch and the top-k eligible epochs
+    (:class:`CheckpointManager`); runs after :class:`EarlyStopping`, which decides the best epoch."""
 
     def __init__(self, manager: CheckpointManager, early_stopping: EarlyStopping):
         self.manager, self.early_stopping = manager, early_stopping
+
+    def on_train_start(self, loop):
+        es = self.early_stopping  # resumed: best.pt must hold the best epoch the run goes on from
+        if es.best_epoch is not None and es.best_state is not None:
+            self.manager.restore_best(self.manager.payload(loop.model, loop.scaler, loop.cell_graph), es.best_state,
+                                      es.best_epoch, es.best_value)
 
     def on_epoch_end(self, loop, epoch, row):
         es = self.early_stopping
@@ -161,7 +168,8 @@ class ModelCheckpoint(Callback):
         last = {"optimizer": loop.optimizer.state_dict(), "rng": rng_state(loop.generator),
                 "state": state, "best_state": es.best_state}
         self.manager.save(self.manager.payload(loop.model, loop.scaler, loop.cell_graph), epoch,
-                          row.get(es.metric, float("nan")), loop.eligible(row), es.higher, last)
+                          row.get(es.metric, float("nan")), loop.eligible(row), es.higher, last,
+                          best=es.best_epoch == epoch)
 
 
 class ProgressBar(Callback):

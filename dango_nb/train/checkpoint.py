@@ -3,11 +3,13 @@
 A run directory holds ``last.pt`` (written after every epoch: model, optimiser, epoch, history,
 target scaler, early-stopping state, the divergence references, the top-k index, every RNG state
 including the shuffling generator, and a fingerprint of the training/validation triplets),
-``last.prev.pt`` (the ``last.pt`` of the epoch before), ``top/epoch_<n>.pt`` for the
-``keep_top_k`` best eligible epochs and their index ``top_k.json`` (best first). Every checkpoint
+``last.prev.pt`` (the ``last.pt`` of the epoch before), ``best.pt`` (the model of the best eligible
+epoch so far, whatever ``keep_top_k``: the model a fit reports as ``best_epoch``; it records that
+``epoch``), ``top/epoch_<n>.pt`` for the ``keep_top_k`` best eligible epochs and their index
+``top_k.json`` (best first). Every checkpoint
 file has a sidecar ``<file>.sha256`` holding the hex SHA-256 of its bytes (no file name: the
 sidecar is renamed with ``last.pt`` when that becomes ``last.prev.pt``).
-Every file is written atomically; per epoch the top-k file comes first, then ``last.pt`` (the old
+Every file is written atomically; per epoch ``best.pt`` and the top-k file come first, then ``last.pt`` (the old
 one renamed to ``last.prev.pt`` first), then the index, then evictions, so a crash at any point
 leaves an intact ``last.pt`` or ``last.prev.pt``. Every checkpoint also records the model's
 constructor arguments, the gene names and, when the cell graph carries one, its data source, so a
@@ -55,13 +57,13 @@ from dango_nb.train.scaler import TargetScaler
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CHECKPOINT_FORMAT", "CheckpointManager", "confined", "fingerprint", "list_checkpoints",
+__all__ = ["BEST", "CHECKPOINT_FORMAT", "CheckpointManager", "confined", "fingerprint", "list_checkpoints",
            "load_checkpoint", "load_intact", "save_checkpoint"]
 
 CHECKPOINT_FORMAT = 1
-LAST, PREVIOUS, INDEX, TOP = "last.pt", "last.prev.pt", "top_k.json", "top"
+LAST, PREVIOUS, INDEX, TOP, BEST = "last.pt", "last.prev.pt", "top_k.json", "top", "best.pt"
 #: Temporary files of this module's atomic writes (``fileio.atomic_write``/``atomic_path`` names).
-_TEMP = re.compile(r"\.(last\.pt|last\.prev\.pt|top_k\.json|epoch_\d+\.pt)(\.sha256)?\.[^/]+\.tmp(\.pt)?")
+_TEMP = re.compile(r"\.(last\.pt|last\.prev\.pt|best\.pt|top_k\.json|epoch_\d+\.pt)(\.sha256)?\.[^/]+\.tmp(\.pt)?")
 
 
 def rng_state(generator: torch.Generator) -> dict[str, Any]:
@@ -363,12 +365,15 @@ class CheckpointManager:
         return ckpt
 
     def save(self, payload: dict[str, Any], epoch: int, value: float, eligible: bool, higher: bool,
-             last: dict[str, Any]) -> None:
-        """The epoch's top-k file (if it qualifies), then ``last.pt`` (``payload`` plus ``last``,
-        whose ``state`` gains the top-k index; the previous one becomes ``last.prev.pt``), then
-        ``top_k.json``, then evicted files."""
+             last: dict[str, Any], best: bool = False) -> None:
+        """``best.pt`` (when ``best``: this epoch is the new best), the epoch's top-k file (if it
+        qualifies), then ``last.pt`` (``payload`` plus ``last``, whose ``state`` gains the top-k
+        index; the previous one becomes ``last.prev.pt``), then ``top_k.json``, then evicted files."""
         k = self.config.keep_top_k
         evicted: list[str] = []
+        if best:  # kept even with keep_top_k 0: the model a fit reports must stay loadable
+            save_checkpoint({**payload, "epoch": epoch, "metric": self.metric, "value": float(value)},
+                            self.dir / BEST)
         if k > 0 and eligible and math.isfinite(value):
             entry = {"file": f"{TOP}/epoch_{epoch:04d}.pt", "epoch": epoch, "metric": self.metric,
                      "value": float(value)}
@@ -388,6 +393,18 @@ class CheckpointManager:
         atomic_write_json(self.top, self.dir / INDEX)
         for f in evicted:
             self._remove(confined(self.dir, f, self.dir / LAST, inside=TOP))
+
+    def restore_best(self, payload: dict[str, Any], best_state: Mapping[str, Any], epoch: int, value: float) -> None:
+        """Rewrite ``best.pt`` from a resumed run's best-epoch parameters unless it already holds
+        ``epoch`` (an interrupted epoch may have written a best that the resumed run does not reach)."""
+        path = self.dir / BEST
+        try:
+            held = load_intact([path])[0].get("epoch") if path.is_file() else None
+        except CheckpointError:
+            held = None
+        if held != epoch:
+            save_checkpoint({**payload, "model": dict(best_state), "epoch": epoch, "metric": self.metric,
+                             "value": float(value)}, path)
 
     def _rotate_last(self) -> None:
         # sidecar first: a crash between the two renames leaves last.pt without a sidecar (loads

@@ -174,3 +174,50 @@ def test_shipped_study_sweeps_expand():
         sweep = load_sweep(path)
         assert sweep.variants and "reference" in sweep.variants, path
         assert all(r.params.data.preset in ("small", "kuzmin") for r in sweep.runs), path
+
+
+@pytest.fixture(scope="module")
+def trained_keep_none(tmp_path_factory):
+    """A run that keeps no top-k checkpoints and whose best epoch is not its last one."""
+    root = tmp_path_factory.mktemp("keep0")
+    out = root / "run"
+    rc = main(["train", str(TINY_TRAIN), "--out", str(out), "--set", f"data.data_dir={root / 'data'}",
+               "--set", "train.keep_top_k=0", "--set", "train.epochs=6", "--set", "train.lr=0.05",
+               "--set", "train.batch_size=64", "--no-progress"])
+    assert rc == 0
+    return out
+
+
+def test_predict_run_uses_the_model_run_json_reports(trained_keep_none, tmp_path, capsys):
+    import shutil
+
+    folder = RunFolder.open(trained_keep_none)
+    info = folder.info
+    assert info["best_epoch"] < info["epochs_run"] - 1  # else last.pt would be the best model too
+    assert not (trained_keep_none / "checkpoints" / "top").exists()
+    test = folder.predictions("test")
+    test[["gene1", "gene2", "gene3"]].to_csv(tmp_path / "t.tsv", sep="\t", index=False)
+    out = tmp_path / "pred.tsv"
+    rc = main(["predict", "--run", str(trained_keep_none), "--triplets", str(tmp_path / "t.tsv"), "--out", str(out),
+               "--no-progress"])
+    assert rc == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["members"] == 1
+    np.testing.assert_allclose(pd.read_csv(out, sep="\t")["prediction"].to_numpy(), test["prediction"].to_numpy(),
+                               rtol=1e-5, atol=1e-6)
+
+    # a folder without the reported model, or with another epoch's, is refused, naming the file
+    broken = tmp_path / "broken"
+    shutil.copytree(trained_keep_none, broken)
+    best = broken / "checkpoints" / "best.pt"
+    shutil.copy(broken / "checkpoints" / "last.pt", best)
+    shutil.copy(broken / "checkpoints" / "last.pt.sha256", best.with_name("best.pt.sha256"))
+    args = ["predict", "--run", str(broken), "--triplets", str(tmp_path / "t.tsv"), "--out", str(tmp_path / "x.tsv")]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"dango-nb predict: error: {best}: holds epoch ") and "\n" not in err
+    assert f"run.json reports best epoch {info['best_epoch']}" in err
+    best.unlink()
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"dango-nb predict: error: {best}: missing: run.json reports best epoch")
+    assert not (tmp_path / "x.tsv").exists()

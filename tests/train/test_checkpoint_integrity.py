@@ -166,3 +166,27 @@ def test_stale_temp_files_are_removed_on_the_next_run(study, split, tmp_path):
         fit(study.cell_graph, train, val, cfg(epochs=1, checkpoint_dir=str(tmp_path)), LAMBDAS)
     assert not any(f.exists() for f in stale)
     assert all(f.read_bytes() == b"partial" for f in unrelated)
+
+
+def test_best_pt_holds_the_reported_best_epoch_also_after_a_resume(study, split, tmp_path):
+    from dango_nb.train.checkpoint import save_checkpoint
+
+    train, val = split
+    config = cfg(epochs=3, keep_top_k=0, checkpoint_dir=str(tmp_path))
+    result = fit(study.cell_graph, train, val, config, LAMBDAS)
+    best = tmp_path / "best.pt"
+    assert not (tmp_path / "top").exists()  # keep_top_k 0 keeps no top-k files, but the reported model
+
+    def holds_best_model():
+        model, _ = load_checkpoint(best)
+        assert torch.load(best, weights_only=True)["epoch"] == result.best_epoch
+        for (k, p), q in zip(result.best_model().state_dict().items(), model.state_dict().values()):
+            assert torch.equal(p, q), k
+
+    holds_best_model()
+    # a best.pt of an epoch the resumed run does not go on from (an interrupted epoch wrote it) is replaced
+    saved = torch.load(best, weights_only=True)
+    save_checkpoint({**saved, "epoch": result.best_epoch + 1,
+                     "model": {k: torch.zeros_like(v) for k, v in saved["model"].items()}}, best)
+    fit(study.cell_graph, train, val, config, LAMBDAS)
+    holds_best_model()
