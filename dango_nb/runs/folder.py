@@ -445,6 +445,13 @@ class RunFolder:
             return path
         path = self.checkpoint_dir / "best.pt"
         if not path.is_file():
+            # Run folders written before best.pt existed still hold the model among their top-k.
+            from ._api import list_checkpoints
+
+            kept = [Path(r.path) for r in list_checkpoints(self.checkpoint_dir).itertuples() if r.epoch == best]
+            if kept:
+                path = kept[0]
+        if not path.is_file():
             raise CheckpointError(f"missing: run.json reports best epoch {best} and this file must hold its model "
                                   "(a run folder keeps the model it reports); train the run again", path=path)
         ckpt, _ = load_intact([path])
