@@ -545,29 +545,50 @@ def metrics_bars(metrics: pd.DataFrame, metric: str = "pearson",
                  level: float = 0.95, ax: Axes | None = None) -> Figure:
     """Mean of ``metric`` per model and split (seaborn bars) with error bars: sd over folds when
     there are several, else the bootstrap interval in ``<metric>_ci_low/_ci_high`` (when present).
-    The noise ceiling (one value, or one per split) is drawn as lines; an undefined mean is marked
-    ``n/a`` at zero. ``metrics`` has one row per model x split x fold (``model, split, fold,
-    <metric>``); ``level`` only labels the interval (the evaluation's bootstrap level)."""
+    A model scored on several seeded fits (a ``seed`` column, e.g. ``dango``) has its bar at the
+    mean over seeds and each seed's value (mean over folds) drawn as a point on it: a bootstrap
+    interval over triplets shows nothing of the spread between seeds, so such a bar gets no
+    interval. The noise ceiling (one value, or one per split) is drawn as lines; an undefined mean
+    is marked ``n/a`` at zero. ``metrics`` has one row per model x split x fold (x seed) (``model,
+    split, fold, <metric>``); ``level`` only labels the interval (the evaluation's bootstrap level)."""
     models = list(dict.fromkeys(metrics["model"]))
     splits = list(dict.fromkeys(metrics["split"]))
-    n_folds = int(metrics.groupby(["model", "split"]).size().max()) if len(metrics) else 0
+    keys = ["model", "split", *(["fold"] if "fold" in metrics.columns else [])]
+    seeded = "seed" in metrics.columns and "fold" in metrics.columns
+    n_seeds = metrics.groupby(keys, sort=False).size().groupby(level=[0, 1], sort=False).max() if len(metrics) \
+        else pd.Series(dtype=int)
+    # one value per fold (seeds averaged), so the error bar is the spread over folds
+    per_fold = metrics.groupby(keys, sort=False).mean(numeric_only=True).reset_index() if seeded else metrics
+    n_folds = int(per_fold.groupby(["model", "split"]).size().max()) if len(per_fold) else 0
     lo_col, hi_col = f"{metric}_ci_low", f"{metric}_ci_high"
     use_ci = n_folds == 1 and lo_col in metrics.columns and hi_col in metrics.columns
+    multi_seed = bool(seeded and len(n_seeds) and n_seeds.max() > 1)
     colours = dict(zip(splits, sns.color_palette(n_colors=max(1, len(splits)))))
     fig, ax, own = _axes(ax, (max(7, 1.2 * len(models) * max(1, len(splits)) / 2), 4.5))
-    sns.barplot(metrics, x="model", y=metric, hue="split", order=models, hue_order=splits, palette=colours,
+    sns.barplot(per_fold, x="model", y=metric, hue="split", order=models, hue_order=splits, palette=colours,
                 errorbar="sd" if n_folds > 1 else None, capsize=0.15, err_kws={"linewidth": 1.2}, alpha=0.85, ax=ax)
-    by = metrics.set_index(["model", "split"])
-    if use_ci:
-        for split, bars in zip(splits, list(ax.containers)):
-            for bar in bars:
-                x, h = bar.get_x() + bar.get_width() / 2, bar.get_height()
-                row = by.loc[(models[int(round(x))], split)]
+    by = per_fold.set_index(["model", "split"])
+    seed_values = {k: g.groupby("seed", sort=True)[metric].mean().to_numpy(dtype=float)
+                   for k, g in metrics.groupby(["model", "split"], sort=False)} if seeded else {}
+    first_point = True
+    for split, bars in zip(splits, list(ax.containers)):
+        for bar in bars:
+            x, h = bar.get_x() + bar.get_width() / 2, bar.get_height()
+            model = models[int(round(x))]
+            if (model, split) not in by.index:
+                continue
+            if multi_seed and n_seeds.get((model, split), 1) > 1:
+                v = seed_values[(model, split)]
+                ax.scatter(np.full(len(v), x), v, s=18, color="k", zorder=3,
+                           label="each seed (mean over folds)" if first_point else None)
+                first_point = False
+            elif use_ci:
+                row = by.loc[(model, split)]
                 lo, hi = float(row[lo_col]), float(row[hi_col])
                 if np.isfinite(h) and np.isfinite(lo) and np.isfinite(hi):
                     ax.errorbar(x, h, yerr=[[h - lo], [hi - h]], color="0.2", capsize=3, lw=1.2)
     # seaborn draws no bar for an undefined mean: say so where the bar would be
-    means = metrics.groupby(["model", "split"], sort=False)[metric].mean()
+    means = per_fold.groupby(["model", "split"], sort=False)[metric].mean()
     width = 0.8 / max(1, len(splits))
     for (model, split), v in means.items():
         if not np.isfinite(v):
@@ -586,7 +607,7 @@ def metrics_bars(metrics: pd.DataFrame, metric: str = "pearson",
     for t in ax.get_xticklabels():
         t.set_ha("right")
     ax.set_xlabel("")
-    ax.set_ylabel(metric)
+    ax.set_ylabel(f"{metric} (mean over seeds)" if multi_seed else metric)
     ax.legend(fontsize=7, title="split", loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
     if n_folds > 1:
         what = f"mean ± sd over {n_folds} folds"
@@ -594,5 +615,8 @@ def metrics_bars(metrics: pd.DataFrame, metric: str = "pearson",
         what = f"one fold, {100 * level:g}% bootstrap CI"
     else:
         what = "one fold"
+    if multi_seed:
+        k = int(n_seeds.max())
+        what += f";\nmulti-seed models: bar = mean of {k} seeds, points = each seed" + (", no CI" if use_ci else "")
     _panel_title(fig, ax, own, f"{metric} on held-out triplets ({what})", synthetic)
     return fig

@@ -296,3 +296,22 @@ def test_channel_colours_are_stable_and_violins_use_them():
     bodies = [c for c in ax.collections if len(c.get_paths())]
     assert len(bodies) == 6
     np.testing.assert_allclose([b.get_facecolor()[0][:3] for b in bodies], np.array(col), atol=1e-6)
+
+
+def test_metrics_bars_show_each_seed_over_the_mean_bar():
+    """A model scored on several seeds: bar = mean over seeds, each seed a point, no bootstrap
+    interval (it would hide the seed spread); a single-seed model keeps its interval."""
+    m = pd.DataFrame({"model": ["dango", "dango", "additive"], "split": ["gene2"] * 3, "fold": [0, 0, 0],
+                      "seed": [0, 1, 0], "pearson": [0.361, 0.018, 0.2], "pearson_ci_low": [0.3, 0.0, 0.15],
+                      "pearson_ci_high": [0.4, 0.05, 0.25]})
+    fig = plots.metrics_bars(m)
+    ax = fig.axes[0]
+    assert [p.get_height() for c in ax.containers if not hasattr(c, "lines") for p in c] == \
+        pytest.approx([0.1895, 0.2])
+    (points,) = [c for c in ax.collections if len(c.get_offsets()) == 2]
+    np.testing.assert_allclose(sorted(points.get_offsets()[:, 1]), [0.018, 0.361])
+    np.testing.assert_allclose(points.get_offsets()[:, 0], 0, atol=0.05)  # on the dango bar
+    assert errorbar_spans(ax) == [pytest.approx((0.15, 0.25))]  # additive only
+    assert ax.get_ylabel() == "pearson (mean over seeds)"
+    assert "bar = mean of 2 seeds, points = each seed" in fig._suptitle.get_text()
+    assert "each seed (mean over folds)" in [t.get_text() for t in ax.get_legend().get_texts()]
