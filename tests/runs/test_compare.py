@@ -85,3 +85,32 @@ def test_an_unfinished_sweep_is_compared_on_its_complete_runs(finished_sweep, tm
     assert table.loc[("reference", "gene1"), "runs"] == 2
     with pytest.raises(FileNotFoundError, match="not a sweep folder"):
         compare_recipes(tmp_path)
+
+
+def test_recipes_are_ordered_by_validation_and_printed_with_every_recipe_column(tmp_path, capsys):
+    from dango_nb.runs.compare import compare_recipes
+
+    data = {"preset": "tiny", "seed": 0, "data_dir": str(tmp_path / "data")}
+    sweep = sweep_from_mapping({
+        "base": {"data": data, "split": {"name": "random"},
+                 "train": {"epochs": 2, "batch_size": 128, "transition_epoch": 1, "progress": False,
+                           "model": {"hidden_channels": 8}}},
+        "axes": {"train.lr": [0.0001, 0.01], "train.seed": [0, 1]},
+    }, "lr-sweep")
+    out = tmp_path / "sweep"
+    assert not run_sweep(sweep, out, backend="inline", progress=False).failed
+    table = compare_recipes(out)
+    assert table.attrs["recipe"] == ["train.lr"] and table.attrs["metric"] == "val_pearson"
+    cols = list(table.columns)
+    assert cols.index("val_pearson") < cols.index("val_pearson_sd") < cols.index("test_pearson")
+    assert list(table["val_pearson"]) == sorted(table["val_pearson"], reverse=True)  # best validation first
+    results = pd.read_csv(out / "results.csv").groupby("train.lr")["val_pearson"]
+    for row in table.itertuples():
+        assert row.val_pearson == pytest.approx(results.mean()[row._1])
+        assert row.val_pearson_sd == pytest.approx(results.std(ddof=1)[row._1])
+    assert main(["compare", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = next(ln for ln in lines if ln.split()[:1] == ["train.lr"]).split()
+    assert header[:5] == ["train.lr", "split", "runs", "val_pearson", "val_pearson_sd"]
+    assert header.index("test_pearson") > header.index("val_pearson")
+    assert any("choose a recipe on validation" in ln for ln in lines)
