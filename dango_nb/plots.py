@@ -33,11 +33,11 @@ from .data.string_db import CHANNELS
 from .fileio import atomic_path
 
 __all__ = [
-    "SYNTHETIC_LABEL", "save_figure", "figure_png", "channel_colours", "schedule_alpha", "plot_alpha",
+    "SYNTHETIC_LABEL", "save_figure", "figure_png", "channel_colours", "schedule_alpha", "alpha_title", "plot_alpha",
     "lambda_bars", "reconstruction_curves", "edge_recovery_auroc", "meta_weight_distribution",
     "embedding_projection", "loss_curves", "epoch_lines", "true_vs_predicted", "error_histogram",
     "final_results", "schedule_comparison", "pearson", "predicted_vs_measured", "pvalue_panel",
-    "pvalue_vs_prediction", "spread_calibration", "metrics_bars",
+    "pvalue_vs_prediction", "spread_calibration", "metrics_bars", "P_FLOOR",
 ]
 
 SYNTHETIC_LABEL = "synthetic benchmark"
@@ -130,20 +130,40 @@ def schedule_alpha(schedule, epochs: int) -> tuple[np.ndarray, np.ndarray, np.nd
     return ep, alpha, w_int
 
 
+def _weights_sum_to_one(alpha, w_int) -> bool:
+    """Whether the interaction weight is ``1 - alpha`` (the standard schedules), so that alpha alone
+    describes the split between the two losses; PaperTwoStage's ``(0.001, 1)`` does not."""
+    return w_int is None or bool(np.allclose(np.asarray(w_int, dtype=float), 1.0 - np.asarray(alpha, dtype=float)))
+
+
+def alpha_title(alpha, w_int=None) -> str:
+    """What the alpha panel shows, true for the schedule drawn (see :func:`_weights_sum_to_one`)."""
+    if _weights_sum_to_one(alpha, w_int):
+        return "alpha vs epoch: the weight on reconstruction\n(interaction gets 1 - alpha)"
+    return "loss weights vs epoch: w_rec (reconstruction), w_int (interaction);\nthey do not sum to 1"
+
+
 def plot_alpha(epoch, alpha, w_int=None, transition_epoch: int | None = None, label: str | None = None,
                ax: Axes | None = None) -> Figure:
-    """alpha(epoch); ``w_int`` is drawn too where it is not ``1 - alpha`` (PaperTwoStage)."""
+    """alpha(epoch), which is the reconstruction weight ``w_rec``; ``w_int`` is drawn too where it
+    is not ``1 - alpha`` (PaperTwoStage), and then the axis is the loss weight, not a share, and the
+    last ``w_rec`` is written on the panel (0.001 is not visible on a 0-1 axis)."""
     fig, ax, _ = _axes(ax, (6, 3.5))
     step = "steps-post" if len(epoch) < 400 else "default"
-    ax.plot(epoch, alpha, drawstyle=step, lw=2, label=label or "alpha (weight on reconstruction)")
-    if w_int is not None and not np.allclose(np.asarray(w_int), 1.0 - np.asarray(alpha)):
+    shares = _weights_sum_to_one(alpha, w_int)
+    default = "alpha (weight on reconstruction; interaction 1 - alpha)" if shares else "w_rec (weight on reconstruction)"
+    ax.plot(epoch, alpha, drawstyle=step, lw=2, label=label or default)
+    if not shares:
         ax.plot(epoch, w_int, ls="--", lw=1.5, color="0.35", label="w_int (weight on interaction)", drawstyle=step)
+        last = float(np.asarray(alpha, dtype=float)[-1]) if len(alpha) else float("nan")
+        ax.text(0.98, 0.1, f"w_rec = {_fmt(last, 'g', 'n/a')} at the last epoch", transform=ax.transAxes,
+                ha="right", va="bottom", fontsize=8)
     if transition_epoch is not None:
         ax.axvline(transition_epoch, color="0.6", ls=":", lw=1)
     ax.set_ylim(-0.05, 1.05)
     ax.set_xlabel("epoch")
-    ax.set_ylabel("alpha")
-    ax.legend(loc="best", fontsize=8)
+    ax.set_ylabel("alpha" if shares else "loss weight")
+    ax.legend(loc="best" if shares else "center left", fontsize=8)
     return fig
 
 
@@ -391,8 +411,9 @@ def final_results(history: pd.DataFrame, y_true, y_pred, schedule: str, transiti
     loss_curves(history, ["loss_rec_weighted", "loss_int_weighted"],
                 ["w_rec * reconstruction", "w_int * interaction"], T, "Weighted losses", ax=axs[2, 0])
     w_int = history["w_int"].to_numpy(dtype=float) if "w_int" in history.columns else None
-    plot_alpha(history["epoch"].to_numpy(), history["alpha"].to_numpy(dtype=float), w_int, T, ax=axs[2, 1])
-    axs[2, 1].set_title("alpha (weight on reconstruction) vs epoch")
+    alpha = history["alpha"].to_numpy(dtype=float)
+    plot_alpha(history["epoch"].to_numpy(), alpha, w_int, T, ax=axs[2, 1])
+    axs[2, 1].set_title(alpha_title(alpha, w_int), fontsize=10)
     n = _finite_pairs(y_true, y_pred)[0].size
     _title(fig, f"{schedule} (transition_epoch = {T}): overfitting one batch of {n} triplets", synthetic)
     return fig
@@ -464,17 +485,31 @@ def _share(mask: np.ndarray) -> str:
     return f"{100 * mask.mean():.0f}%"
 
 
+#: -log10 p is capped here: the synthetic screen clips its p-values at 1e-16 (``erfc`` of a large
+#: score underflows) and a screen may report p = 0; both are drawn at the cap, not dropped.
+P_FLOOR = 1e-16
+
+
 def pvalue_panel(prediction, pvalue, measured, name: str | None = None, strong: float = -0.05,
-                 alpha: float = 0.05, colorbar: bool | None = None, ax: Axes | None = None) -> Figure:
+                 alpha: float = 0.05, colorbar: bool | None = None, p_floor: float = P_FLOOR,
+                 ax: Axes | None = None) -> Figure:
     """Predicted tau (x) against the measured triplet's screen p-value as -log10 p (y), coloured
     by measured tau. The title gives the share of significant measurements (p < ``alpha``) among
     triplets predicted strong (tau <= ``strong``) and among the rest; a group with no triplet is
-    named as empty, not given a percentage. ``colorbar`` defaults to True on a new figure."""
+    named as empty, not given a percentage. p-values below ``p_floor`` (and p = 0) are drawn at
+    -log10 ``p_floor``; the axis label says so and the panel counts them. ``colorbar`` defaults to
+    True on a new figure."""
     fig, ax, own = _axes(ax, (5.2, 4.4))
     pred, pv, tau = (np.asarray(a, dtype=float).reshape(-1) for a in (prediction, pvalue, measured))
-    ok = np.isfinite(pred) & np.isfinite(pv) & (pv > 0)
+    ok = np.isfinite(pred) & np.isfinite(pv) & (pv >= 0)
     pred, pv, tau = pred[ok], pv[ok], tau[ok]
-    sc = ax.scatter(pred, -np.log10(pv), c=tau, s=5, alpha=0.5, cmap="coolwarm_r", vmin=-0.2, vmax=0.2)
+    cap = -np.log10(p_floor)
+    at_cap = pv <= p_floor
+    sc = ax.scatter(pred, np.minimum(-np.log10(np.maximum(pv, p_floor)), cap), c=tau, s=5, alpha=0.5,
+                    cmap="coolwarm_r", vmin=-0.2, vmax=0.2)
+    if at_cap.any():
+        ax.text(0.98, 0.98, f"{int(at_cap.sum())} at the cap", transform=ax.transAxes, ha="right", va="top",
+                fontsize=7, color="0.3")
     ax.axhline(-np.log10(alpha), color="k", ls="--", lw=1)
     ax.axvline(strong, color="0.4", ls=":", lw=1)
     is_strong, sig = pred <= strong, pv < alpha
@@ -489,7 +524,7 @@ def pvalue_panel(prediction, pvalue, measured, name: str | None = None, strong: 
     ax.set_title(f"{line1}\n{line2}", fontsize=9)
     ax.xaxis.set_major_locator(MaxNLocator(nbins=5))  # narrow prediction ranges get long tick labels
     ax.set_xlabel("predicted tau")
-    ax.set_ylabel("-log10 screen p-value")
+    ax.set_ylabel(f"-log10 screen p-value, capped at {cap:g}\n(p < {p_floor:g} and p = 0 drawn at {cap:g})")
     if colorbar if colorbar is not None else own:
         fig.colorbar(sc, ax=ax, label="measured tau", shrink=0.8)
     return fig
