@@ -547,14 +547,21 @@ def pvalue_vs_prediction(panels: Mapping[str, tuple[np.ndarray, np.ndarray, np.n
 
 
 def spread_calibration(y_true, prediction, spread, n_bins: int = 10, synthetic: bool = False,
-                       title: str = "Ensemble spread vs absolute error", ax: Axes | None = None) -> Figure:
+                       title: str = "Ensemble spread vs absolute error", split=None, ax: Axes | None = None) -> Figure:
     """Absolute error against the ensemble's per-prediction spread: the triplets (seaborn scatter),
     their mean |error| per spread-quantile bin with its standard error, and the mean |error| expected
     if errors were Gaussian with the spread as sd. The bins are
-    :func:`dango_nb.eval.ensemble.spread_calibration_table`'s (one definition for table and figure)."""
+    :func:`dango_nb.eval.ensemble.spread_calibration_table`'s (one definition for table and figure).
+    ``split``: each triplet's split (and fold) label; the title then names the splits pooled into
+    the one calibration, with their triplet counts."""
     from .eval.ensemble import spread_calibration_table, spread_error_table
 
     t = spread_error_table(y_true, prediction, spread)
+    if split is not None:
+        labels = np.asarray(split, dtype=object).reshape(-1)
+        if len(labels) != len(np.asarray(y_true).reshape(-1)):
+            raise ValueError(f"{len(labels)} split labels for {len(np.asarray(y_true).reshape(-1))} triplets")
+        t["split"] = labels[~np.isnan(np.asarray(y_true, dtype=float).reshape(-1))]
     t = t[np.isfinite(t["spread"]) & np.isfinite(t["abs_error"])]
     cal = spread_calibration_table(t["target"], t["prediction"], t["spread"], n_bins=n_bins)
     fig, ax, own = _axes(ax, (6.5, 4.8))
@@ -571,7 +578,12 @@ def spread_calibration(y_true, prediction, spread, n_bins: int = 10, synthetic: 
     ax.set_ylabel("|predicted - measured|")
     ax.legend(fontsize=8, loc="upper left")
     rho = cal.attrs.get("spearman", float("nan"))
-    _panel_title(fig, ax, own, f"{title}\nSpearman(spread, |error|) = {_fmt(rho)}", synthetic)
+    pooled = ""
+    if "split" in t.columns:
+        counts = t["split"].astype(str).value_counts(sort=False)
+        what = "pooled over" if len(counts) > 1 else "of"
+        pooled = f"\ntest triplets {what} " + ", ".join(f"{k} ({v})" for k, v in counts.items())
+    _panel_title(fig, ax, own, f"{title}{pooled}\nSpearman(spread, |error|) = {_fmt(rho)}", synthetic)
     return fig
 
 

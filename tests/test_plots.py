@@ -340,3 +340,14 @@ def test_pvalue_panel_draws_p_at_or_below_the_floor_at_the_cap_and_says_so():
     np.testing.assert_allclose(ax.collections[0].get_offsets()[:, 1], [16, 16, 16, 2, -np.log10(0.5)])
     assert ax.get_ylabel() == "-log10 screen p-value, capped at 16\n(p < 1e-16 and p = 0 drawn at 16)"
     assert "3 at the cap" in [t.get_text() for t in ax.texts]
+
+
+def test_spread_calibration_names_the_splits_it_pools():
+    rng = np.random.default_rng(1)
+    spread = rng.uniform(0.1, 1, size=50)
+    y = np.r_[np.full(49, 0.0), np.nan]  # the NaN target is left out of the counts too
+    split = np.array(["random"] * 30 + ["gene1"] * 20, dtype=object)
+    fig = plots.spread_calibration(y, rng.normal(size=50) * spread, spread, split=split)
+    assert "test triplets pooled over random (30), gene1 (19)" in fig._suptitle.get_text()
+    fig = plots.spread_calibration(y[:30], spread[:30], spread[:30], split=split[:30])
+    assert "test triplets of random (30)" in fig._suptitle.get_text()
