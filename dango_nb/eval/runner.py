@@ -450,7 +450,8 @@ def summary_table(result: EvaluationResult, metrics: Sequence[str] = ("pearson",
         ceil = result.summary.drop_duplicates("split").set_index("split")["ceiling_mean"]
         frac = result.summary.pivot(index="model", columns="split", values="pearson_frac_ceiling")
         for split in ceil.index:
-            wide[("pearson / ceiling", split)] = frac[split].reindex(wide.index).map(lambda v: f"{v:.2f}")
+            wide[("pearson / ceiling", split)] = frac[split].reindex(wide.index).map(
+                lambda v: f"{v:.2f}" if np.isfinite(v) else "n/a")
             wide.loc["noise ceiling (pearson)", ("pearson", split)] = f"{ceil[split]:.3f}"
         wide = wide.fillna("")
         wide.loc["noise ceiling (pearson)", [c for c in wide.columns if c[0] != "pearson"]] = ""
