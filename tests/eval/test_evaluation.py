@@ -240,3 +240,10 @@ def test_restrict_channels(study):
     assert E.graph_channels(g) == ["coexpression"]
     assert g["gene"].num_nodes == study.cell_graph["gene"].num_nodes
     assert list(g["gene"].node_ids) == list(study.cell_graph["gene"].node_ids)
+
+
+def test_seed_values_lists_each_seed_mean_over_folds():
+    m = pd.DataFrame({"model": ["dango"] * 4 + ["mean"], "split": ["gene2"] * 5, "fold": [0, 0, 1, 1, 0],
+                      "seed": [0, 1, 0, 1, 0], "pearson": [0.361, 0.018, 0.3, 0.1, 0.0]})
+    assert E.seed_values(m, "dango") == {"gene2": [pytest.approx(0.3305), pytest.approx(0.059)]}
+    assert E.seed_values(m, "mean") == {"gene2": [0.0]}
