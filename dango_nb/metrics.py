@@ -223,20 +223,34 @@ def summarize(table: pd.DataFrame, metrics: Iterable[str] = METRICS, by: tuple[s
 
     Columns ``<metric>_mean``, ``<metric>_sd``, ``n_folds``; when ``ceiling_column`` is present,
     also ``ceiling_mean`` and ``pearson_frac_ceiling`` (mean over folds of pearson / ceiling, so
-    1.0 means as good as the planted signal itself).
+    1.0 means as good as the planted signal itself). With ``fold`` and ``seed`` columns (a model
+    scored on several seeded fits per fold) each fold's seeds are averaged first, so ``_sd`` stays
+    the spread over folds, and ``n_seeds`` and ``<metric>_seed_sd`` (sd over seeds within a fold,
+    averaged over folds; NaN with one seed) give the spread over seeds, which a bootstrap over
+    triplets does not show.
     """
     metrics = [m for m in metrics if m in table.columns]
     if table.empty:
         return pd.DataFrame(columns=[*by, "n_folds"])
-    g = table.groupby(list(by), sort=False)
+    seeded = "seed" in table.columns and "fold" in table.columns
+    table = table.assign(_frac=table["pearson"] / table[ceiling_column]) \
+        if ceiling_column and ceiling_column in table.columns and "pearson" in table.columns else table
+    values = [*metrics, *(c for c in ("_frac", ceiling_column) if c in table.columns)]
+    per_fold = table.groupby([*by, "fold"], sort=False)[values].mean().reset_index() if seeded else table
+    g = per_fold.groupby(list(by), sort=False)
     parts = {"n_folds": g.size()}
+    if seeded:
+        seeds = table.groupby([*by, "fold"], sort=False)
+        parts["n_seeds"] = seeds.size().groupby(level=list(range(len(by))), sort=False).max()
+        seed_sd = seeds[metrics].std(ddof=1).groupby(level=list(range(len(by))), sort=False).mean()
     for m in metrics:
         parts[f"{m}_mean"] = g[m].mean()
         parts[f"{m}_sd"] = g[m].std(ddof=1)
-    if ceiling_column and ceiling_column in table.columns and "pearson" in table.columns:
-        frac = table["pearson"] / table[ceiling_column]
+        if seeded:
+            parts[f"{m}_seed_sd"] = seed_sd[m]
+    if "_frac" in per_fold.columns:
         parts["ceiling_mean"] = g[ceiling_column].mean()
-        parts["pearson_frac_ceiling"] = frac.groupby([table[c] for c in by], sort=False).mean()
+        parts["pearson_frac_ceiling"] = g["_frac"].mean()
     return pd.DataFrame(parts).reset_index()
 
 

@@ -33,11 +33,11 @@ from .data.string_db import CHANNELS
 from .fileio import atomic_path
 
 __all__ = [
-    "SYNTHETIC_LABEL", "save_figure", "figure_png", "channel_colours", "schedule_alpha", "plot_alpha",
+    "SYNTHETIC_LABEL", "save_figure", "figure_png", "channel_colours", "schedule_alpha", "alpha_title", "plot_alpha",
     "lambda_bars", "reconstruction_curves", "edge_recovery_auroc", "meta_weight_distribution",
     "embedding_projection", "loss_curves", "epoch_lines", "true_vs_predicted", "error_histogram",
     "final_results", "schedule_comparison", "pearson", "predicted_vs_measured", "pvalue_panel",
-    "pvalue_vs_prediction", "spread_calibration", "metrics_bars",
+    "pvalue_vs_prediction", "spread_calibration", "metrics_bars", "P_FLOOR",
 ]
 
 SYNTHETIC_LABEL = "synthetic benchmark"
@@ -130,20 +130,40 @@ def schedule_alpha(schedule, epochs: int) -> tuple[np.ndarray, np.ndarray, np.nd
     return ep, alpha, w_int
 
 
+def _weights_sum_to_one(alpha, w_int) -> bool:
+    """Whether the interaction weight is ``1 - alpha`` (the standard schedules), so that alpha alone
+    describes the split between the two losses; PaperTwoStage's ``(0.001, 1)`` does not."""
+    return w_int is None or bool(np.allclose(np.asarray(w_int, dtype=float), 1.0 - np.asarray(alpha, dtype=float)))
+
+
+def alpha_title(alpha, w_int=None) -> str:
+    """What the alpha panel shows, true for the schedule drawn (see :func:`_weights_sum_to_one`)."""
+    if _weights_sum_to_one(alpha, w_int):
+        return "alpha vs epoch: the weight on reconstruction\n(interaction gets 1 - alpha)"
+    return "loss weights vs epoch: w_rec (reconstruction), w_int (interaction);\nthey do not sum to 1"
+
+
 def plot_alpha(epoch, alpha, w_int=None, transition_epoch: int | None = None, label: str | None = None,
                ax: Axes | None = None) -> Figure:
-    """alpha(epoch); ``w_int`` is drawn too where it is not ``1 - alpha`` (PaperTwoStage)."""
+    """alpha(epoch), which is the reconstruction weight ``w_rec``; ``w_int`` is drawn too where it
+    is not ``1 - alpha`` (PaperTwoStage), and then the axis is the loss weight, not a share, and the
+    last ``w_rec`` is written on the panel (0.001 is not visible on a 0-1 axis)."""
     fig, ax, _ = _axes(ax, (6, 3.5))
     step = "steps-post" if len(epoch) < 400 else "default"
-    ax.plot(epoch, alpha, drawstyle=step, lw=2, label=label or "alpha (weight on reconstruction)")
-    if w_int is not None and not np.allclose(np.asarray(w_int), 1.0 - np.asarray(alpha)):
+    shares = _weights_sum_to_one(alpha, w_int)
+    default = "alpha (weight on reconstruction; interaction 1 - alpha)" if shares else "w_rec (weight on reconstruction)"
+    ax.plot(epoch, alpha, drawstyle=step, lw=2, label=label or default)
+    if not shares:
         ax.plot(epoch, w_int, ls="--", lw=1.5, color="0.35", label="w_int (weight on interaction)", drawstyle=step)
+        last = float(np.asarray(alpha, dtype=float)[-1]) if len(alpha) else float("nan")
+        ax.text(0.98, 0.1, f"w_rec = {_fmt(last, 'g', 'n/a')} at the last epoch", transform=ax.transAxes,
+                ha="right", va="bottom", fontsize=8)
     if transition_epoch is not None:
         ax.axvline(transition_epoch, color="0.6", ls=":", lw=1)
     ax.set_ylim(-0.05, 1.05)
     ax.set_xlabel("epoch")
-    ax.set_ylabel("alpha")
-    ax.legend(loc="best", fontsize=8)
+    ax.set_ylabel("alpha" if shares else "loss weight")
+    ax.legend(loc="best" if shares else "center left", fontsize=8)
     return fig
 
 
@@ -391,8 +411,9 @@ def final_results(history: pd.DataFrame, y_true, y_pred, schedule: str, transiti
     loss_curves(history, ["loss_rec_weighted", "loss_int_weighted"],
                 ["w_rec * reconstruction", "w_int * interaction"], T, "Weighted losses", ax=axs[2, 0])
     w_int = history["w_int"].to_numpy(dtype=float) if "w_int" in history.columns else None
-    plot_alpha(history["epoch"].to_numpy(), history["alpha"].to_numpy(dtype=float), w_int, T, ax=axs[2, 1])
-    axs[2, 1].set_title("alpha (weight on reconstruction) vs epoch")
+    alpha = history["alpha"].to_numpy(dtype=float)
+    plot_alpha(history["epoch"].to_numpy(), alpha, w_int, T, ax=axs[2, 1])
+    axs[2, 1].set_title(alpha_title(alpha, w_int), fontsize=10)
     n = _finite_pairs(y_true, y_pred)[0].size
     _title(fig, f"{schedule} (transition_epoch = {T}): overfitting one batch of {n} triplets", synthetic)
     return fig
@@ -464,17 +485,31 @@ def _share(mask: np.ndarray) -> str:
     return f"{100 * mask.mean():.0f}%"
 
 
+#: -log10 p is capped here: the synthetic screen clips its p-values at 1e-16 (``erfc`` of a large
+#: score underflows) and a screen may report p = 0; both are drawn at the cap, not dropped.
+P_FLOOR = 1e-16
+
+
 def pvalue_panel(prediction, pvalue, measured, name: str | None = None, strong: float = -0.05,
-                 alpha: float = 0.05, colorbar: bool | None = None, ax: Axes | None = None) -> Figure:
+                 alpha: float = 0.05, colorbar: bool | None = None, p_floor: float = P_FLOOR,
+                 ax: Axes | None = None) -> Figure:
     """Predicted tau (x) against the measured triplet's screen p-value as -log10 p (y), coloured
     by measured tau. The title gives the share of significant measurements (p < ``alpha``) among
     triplets predicted strong (tau <= ``strong``) and among the rest; a group with no triplet is
-    named as empty, not given a percentage. ``colorbar`` defaults to True on a new figure."""
+    named as empty, not given a percentage. p-values below ``p_floor`` (and p = 0) are drawn at
+    -log10 ``p_floor``; the axis label says so and the panel counts them. ``colorbar`` defaults to
+    True on a new figure."""
     fig, ax, own = _axes(ax, (5.2, 4.4))
     pred, pv, tau = (np.asarray(a, dtype=float).reshape(-1) for a in (prediction, pvalue, measured))
-    ok = np.isfinite(pred) & np.isfinite(pv) & (pv > 0)
+    ok = np.isfinite(pred) & np.isfinite(pv) & (pv >= 0)
     pred, pv, tau = pred[ok], pv[ok], tau[ok]
-    sc = ax.scatter(pred, -np.log10(pv), c=tau, s=5, alpha=0.5, cmap="coolwarm_r", vmin=-0.2, vmax=0.2)
+    cap = -np.log10(p_floor)
+    at_cap = pv <= p_floor
+    sc = ax.scatter(pred, np.minimum(-np.log10(np.maximum(pv, p_floor)), cap), c=tau, s=5, alpha=0.5,
+                    cmap="coolwarm_r", vmin=-0.2, vmax=0.2)
+    if at_cap.any():
+        ax.text(0.98, 0.98, f"{int(at_cap.sum())} at the cap", transform=ax.transAxes, ha="right", va="top",
+                fontsize=7, color="0.3")
     ax.axhline(-np.log10(alpha), color="k", ls="--", lw=1)
     ax.axvline(strong, color="0.4", ls=":", lw=1)
     is_strong, sig = pred <= strong, pv < alpha
@@ -489,7 +524,7 @@ def pvalue_panel(prediction, pvalue, measured, name: str | None = None, strong: 
     ax.set_title(f"{line1}\n{line2}", fontsize=9)
     ax.xaxis.set_major_locator(MaxNLocator(nbins=5))  # narrow prediction ranges get long tick labels
     ax.set_xlabel("predicted tau")
-    ax.set_ylabel("-log10 screen p-value")
+    ax.set_ylabel(f"-log10 screen p-value, capped at {cap:g}\n(p < {p_floor:g} and p = 0 drawn at {cap:g})")
     if colorbar if colorbar is not None else own:
         fig.colorbar(sc, ax=ax, label="measured tau", shrink=0.8)
     return fig
@@ -512,14 +547,21 @@ def pvalue_vs_prediction(panels: Mapping[str, tuple[np.ndarray, np.ndarray, np.n
 
 
 def spread_calibration(y_true, prediction, spread, n_bins: int = 10, synthetic: bool = False,
-                       title: str = "Ensemble spread vs absolute error", ax: Axes | None = None) -> Figure:
+                       title: str = "Ensemble spread vs absolute error", split=None, ax: Axes | None = None) -> Figure:
     """Absolute error against the ensemble's per-prediction spread: the triplets (seaborn scatter),
     their mean |error| per spread-quantile bin with its standard error, and the mean |error| expected
     if errors were Gaussian with the spread as sd. The bins are
-    :func:`dango_nb.eval.ensemble.spread_calibration_table`'s (one definition for table and figure)."""
+    :func:`dango_nb.eval.ensemble.spread_calibration_table`'s (one definition for table and figure).
+    ``split``: each triplet's split (and fold) label; the title then names the splits pooled into
+    the one calibration, with their triplet counts."""
     from .eval.ensemble import spread_calibration_table, spread_error_table
 
     t = spread_error_table(y_true, prediction, spread)
+    if split is not None:
+        labels = np.asarray(split, dtype=object).reshape(-1)
+        if len(labels) != len(np.asarray(y_true).reshape(-1)):
+            raise ValueError(f"{len(labels)} split labels for {len(np.asarray(y_true).reshape(-1))} triplets")
+        t["split"] = labels[~np.isnan(np.asarray(y_true, dtype=float).reshape(-1))]
     t = t[np.isfinite(t["spread"]) & np.isfinite(t["abs_error"])]
     cal = spread_calibration_table(t["target"], t["prediction"], t["spread"], n_bins=n_bins)
     fig, ax, own = _axes(ax, (6.5, 4.8))
@@ -536,7 +578,12 @@ def spread_calibration(y_true, prediction, spread, n_bins: int = 10, synthetic: 
     ax.set_ylabel("|predicted - measured|")
     ax.legend(fontsize=8, loc="upper left")
     rho = cal.attrs.get("spearman", float("nan"))
-    _panel_title(fig, ax, own, f"{title}\nSpearman(spread, |error|) = {_fmt(rho)}", synthetic)
+    pooled = ""
+    if "split" in t.columns:
+        counts = t["split"].astype(str).value_counts(sort=False)
+        what = "pooled over" if len(counts) > 1 else "of"
+        pooled = f"\ntest triplets {what} " + ", ".join(f"{k} ({v})" for k, v in counts.items())
+    _panel_title(fig, ax, own, f"{title}{pooled}\nSpearman(spread, |error|) = {_fmt(rho)}", synthetic)
     return fig
 
 
@@ -545,29 +592,50 @@ def metrics_bars(metrics: pd.DataFrame, metric: str = "pearson",
                  level: float = 0.95, ax: Axes | None = None) -> Figure:
     """Mean of ``metric`` per model and split (seaborn bars) with error bars: sd over folds when
     there are several, else the bootstrap interval in ``<metric>_ci_low/_ci_high`` (when present).
-    The noise ceiling (one value, or one per split) is drawn as lines; an undefined mean is marked
-    ``n/a`` at zero. ``metrics`` has one row per model x split x fold (``model, split, fold,
-    <metric>``); ``level`` only labels the interval (the evaluation's bootstrap level)."""
+    A model scored on several seeded fits (a ``seed`` column, e.g. ``dango``) has its bar at the
+    mean over seeds and each seed's value (mean over folds) drawn as a point on it: a bootstrap
+    interval over triplets shows nothing of the spread between seeds, so such a bar gets no
+    interval. The noise ceiling (one value, or one per split) is drawn as lines; an undefined mean
+    is marked ``n/a`` at zero. ``metrics`` has one row per model x split x fold (x seed) (``model,
+    split, fold, <metric>``); ``level`` only labels the interval (the evaluation's bootstrap level)."""
     models = list(dict.fromkeys(metrics["model"]))
     splits = list(dict.fromkeys(metrics["split"]))
-    n_folds = int(metrics.groupby(["model", "split"]).size().max()) if len(metrics) else 0
+    keys = ["model", "split", *(["fold"] if "fold" in metrics.columns else [])]
+    seeded = "seed" in metrics.columns and "fold" in metrics.columns
+    n_seeds = metrics.groupby(keys, sort=False).size().groupby(level=[0, 1], sort=False).max() if len(metrics) \
+        else pd.Series(dtype=int)
+    # one value per fold (seeds averaged), so the error bar is the spread over folds
+    per_fold = metrics.groupby(keys, sort=False).mean(numeric_only=True).reset_index() if seeded else metrics
+    n_folds = int(per_fold.groupby(["model", "split"]).size().max()) if len(per_fold) else 0
     lo_col, hi_col = f"{metric}_ci_low", f"{metric}_ci_high"
     use_ci = n_folds == 1 and lo_col in metrics.columns and hi_col in metrics.columns
+    multi_seed = bool(seeded and len(n_seeds) and n_seeds.max() > 1)
     colours = dict(zip(splits, sns.color_palette(n_colors=max(1, len(splits)))))
     fig, ax, own = _axes(ax, (max(7, 1.2 * len(models) * max(1, len(splits)) / 2), 4.5))
-    sns.barplot(metrics, x="model", y=metric, hue="split", order=models, hue_order=splits, palette=colours,
+    sns.barplot(per_fold, x="model", y=metric, hue="split", order=models, hue_order=splits, palette=colours,
                 errorbar="sd" if n_folds > 1 else None, capsize=0.15, err_kws={"linewidth": 1.2}, alpha=0.85, ax=ax)
-    by = metrics.set_index(["model", "split"])
-    if use_ci:
-        for split, bars in zip(splits, list(ax.containers)):
-            for bar in bars:
-                x, h = bar.get_x() + bar.get_width() / 2, bar.get_height()
-                row = by.loc[(models[int(round(x))], split)]
+    by = per_fold.set_index(["model", "split"])
+    seed_values = {k: g.groupby("seed", sort=True)[metric].mean().to_numpy(dtype=float)
+                   for k, g in metrics.groupby(["model", "split"], sort=False)} if seeded else {}
+    first_point = True
+    for split, bars in zip(splits, list(ax.containers)):
+        for bar in bars:
+            x, h = bar.get_x() + bar.get_width() / 2, bar.get_height()
+            model = models[int(round(x))]
+            if (model, split) not in by.index:
+                continue
+            if multi_seed and n_seeds.get((model, split), 1) > 1:
+                v = seed_values[(model, split)]
+                ax.scatter(np.full(len(v), x), v, s=18, color="k", zorder=3,
+                           label="each seed (mean over folds)" if first_point else None)
+                first_point = False
+            elif use_ci:
+                row = by.loc[(model, split)]
                 lo, hi = float(row[lo_col]), float(row[hi_col])
                 if np.isfinite(h) and np.isfinite(lo) and np.isfinite(hi):
                     ax.errorbar(x, h, yerr=[[h - lo], [hi - h]], color="0.2", capsize=3, lw=1.2)
     # seaborn draws no bar for an undefined mean: say so where the bar would be
-    means = metrics.groupby(["model", "split"], sort=False)[metric].mean()
+    means = per_fold.groupby(["model", "split"], sort=False)[metric].mean()
     width = 0.8 / max(1, len(splits))
     for (model, split), v in means.items():
         if not np.isfinite(v):
@@ -586,7 +654,7 @@ def metrics_bars(metrics: pd.DataFrame, metric: str = "pearson",
     for t in ax.get_xticklabels():
         t.set_ha("right")
     ax.set_xlabel("")
-    ax.set_ylabel(metric)
+    ax.set_ylabel(f"{metric} (mean over seeds)" if multi_seed else metric)
     ax.legend(fontsize=7, title="split", loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
     if n_folds > 1:
         what = f"mean ± sd over {n_folds} folds"
@@ -594,5 +662,8 @@ def metrics_bars(metrics: pd.DataFrame, metric: str = "pearson",
         what = f"one fold, {100 * level:g}% bootstrap CI"
     else:
         what = "one fold"
+    if multi_seed:
+        k = int(n_seeds.max())
+        what += f";\nmulti-seed models: bar = mean of {k} seeds, points = each seed" + (", no CI" if use_ci else "")
     _panel_title(fig, ax, own, f"{metric} on held-out triplets ({what})", synthetic)
     return fig

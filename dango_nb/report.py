@@ -609,6 +609,8 @@ def write_outputs(summary: Mapping, out: Path) -> None:
 
 # -------------------------------------------------------------------------------------- output
 def _scalar(v: Any) -> str:
+    if isinstance(v, (list, tuple)):  # e.g. one value per seed
+        return ", ".join(_scalar(x) for x in v)
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "n/a"  # undefined (null in the JSON)
     if isinstance(v, float):

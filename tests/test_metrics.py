@@ -136,3 +136,18 @@ def test_summarize_and_format():
     wide = M.format_summary(s, metrics=("pearson", "mse"))
     assert wide.loc["a", ("pearson", "random")] == "0.600 ± 0.100"
     assert list(wide.index) == ["a", "b"]
+
+
+def test_summarize_averages_seeds_per_fold_and_reports_their_spread():
+    t = pd.DataFrame({"model": ["dango"] * 4 + ["mean"] * 2, "split": ["gene2"] * 6, "fold": [0, 0, 1, 1, 0, 1],
+                      "seed": [0, 1, 0, 1, 0, 0], "pearson": [0.361, 0.018, 0.5, 0.3, 0.1, 0.2],
+                      "ceiling": [0.5] * 6})
+    s = M.summarize(t).set_index("model")
+    assert s.loc["dango", "n_folds"] == 2 and s.loc["dango", "n_seeds"] == 2 and s.loc["mean", "n_seeds"] == 1
+    folds = [(0.361 + 0.018) / 2, 0.4]
+    assert s.loc["dango", "pearson_mean"] == pytest.approx(np.mean(folds))
+    assert s.loc["dango", "pearson_sd"] == pytest.approx(np.std(folds, ddof=1))  # over folds
+    assert s.loc["dango", "pearson_seed_sd"] == pytest.approx(
+        np.mean([np.std([0.361, 0.018], ddof=1), np.std([0.5, 0.3], ddof=1)]))
+    assert np.isnan(s.loc["mean", "pearson_seed_sd"])
+    assert s.loc["dango", "pearson_frac_ceiling"] == pytest.approx(np.mean(folds) / 0.5)

@@ -120,14 +120,18 @@ def test_evaluation_outputs(tiny_report):
     ev = p.evaluation
     assert set(ev.models) <= set(m["model"])
     assert set(m["split"]) == set(ev.splits) and set(m["fold"]) == set(ev.folds)
-    assert len(m[m["model"].isin(ev.models)]) == len(ev.models) * len(ev.splits) * len(ev.folds)
-    assert m.loc[m["model"] == "dango", "pearson"].notna().all()
+    assert len(m[m["model"].isin(ev.models) & (m["seed"] == 0)]) == len(ev.models) * len(ev.splits) * len(ev.folds)
+    dango = m[m["model"] == "dango"]  # scored on every seed
+    assert dango["pearson"].notna().all() and set(dango["seed"]) == set(range(ev.ensemble_seeds))
     ceiling = json.loads((out / "evaluation" / "ceiling.json").read_text())
     assert set(ceiling["per_split"]) == set(ev.splits)
     for f in ("pearson_by_model.png", "predicted_vs_measured.png", "pvalue_vs_prediction.png", "spread_calibration.png"):
         assert (out / "evaluation" / f).stat().st_size > 5_000, f
     table = runs["evaluation"].summary["numbers"]["evaluation table"]
-    assert {"model", "split", "pearson_mean"} <= set(table["columns"]) and len(table["rows"]) >= len(ev.models)
+    assert {"model", "split", "pearson_mean", "pearson_seed_sd", "n_seeds"} <= set(table["columns"])
+    assert len(table["rows"]) >= len(ev.models)
+    per_seed = runs["evaluation"].summary["numbers"]["dango pearson per seed"]
+    assert set(per_seed) == set(ev.splits) and all(len(v) == ev.ensemble_seeds for v in per_seed.values())
     # the fitted DANGO models are kept as run folders (every split x fold x ensemble seed)
     from dango_nb.runs import RunFolder
 

@@ -296,3 +296,58 @@ def test_channel_colours_are_stable_and_violins_use_them():
     bodies = [c for c in ax.collections if len(c.get_paths())]
     assert len(bodies) == 6
     np.testing.assert_allclose([b.get_facecolor()[0][:3] for b in bodies], np.array(col), atol=1e-6)
+
+
+def test_metrics_bars_show_each_seed_over_the_mean_bar():
+    """A model scored on several seeds: bar = mean over seeds, each seed a point, no bootstrap
+    interval (it would hide the seed spread); a single-seed model keeps its interval."""
+    m = pd.DataFrame({"model": ["dango", "dango", "additive"], "split": ["gene2"] * 3, "fold": [0, 0, 0],
+                      "seed": [0, 1, 0], "pearson": [0.361, 0.018, 0.2], "pearson_ci_low": [0.3, 0.0, 0.15],
+                      "pearson_ci_high": [0.4, 0.05, 0.25]})
+    fig = plots.metrics_bars(m)
+    ax = fig.axes[0]
+    assert [p.get_height() for c in ax.containers if not hasattr(c, "lines") for p in c] == \
+        pytest.approx([0.1895, 0.2])
+    (points,) = [c for c in ax.collections if len(c.get_offsets()) == 2]
+    np.testing.assert_allclose(sorted(points.get_offsets()[:, 1]), [0.018, 0.361])
+    np.testing.assert_allclose(points.get_offsets()[:, 0], 0, atol=0.05)  # on the dango bar
+    assert errorbar_spans(ax) == [pytest.approx((0.15, 0.25))]  # additive only
+    assert ax.get_ylabel() == "pearson (mean over seeds)"
+    assert "bar = mean of 2 seeds, points = each seed" in fig._suptitle.get_text()
+    assert "each seed (mean over folds)" in [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def test_final_results_labels_the_loss_weights_of_each_schedule():
+    """alpha is the share of reconstruction only where w_int = 1 - alpha; PaperTwoStage's weights
+    (1, 0) then (0.001, 1) are two weights, and the panel says so."""
+    yt = np.linspace(-0.2, 0.2, 30)
+    ax = plots.final_results(history("PaperTwoStage"), yt, yt, "PaperTwoStage", 4).axes[5]
+    assert ax.get_title() == ("loss weights vs epoch: w_rec (reconstruction), w_int (interaction);\n"
+                              "they do not sum to 1")
+    assert ax.get_ylabel() == "loss weight"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["w_rec (weight on reconstruction)",
+                                                                   "w_int (weight on interaction)"]
+    assert [t.get_text() for t in ax.texts] == ["w_rec = 0.001 at the last epoch"]
+    ax = plots.final_results(history("LinearUntilUniform"), yt, yt, "LinearUntilUniform", 4).axes[5]
+    assert ax.get_title() == "alpha vs epoch: the weight on reconstruction\n(interaction gets 1 - alpha)"
+    assert ax.get_ylabel() == "alpha" and len(ax.get_lines()) == 2  # alpha and the transition line
+
+
+def test_pvalue_panel_draws_p_at_or_below_the_floor_at_the_cap_and_says_so():
+    pred = np.array([-0.1, -0.1, 0.0, 0.0, 0.0])
+    pv = np.array([0.0, 1e-16, 1e-20, 0.01, 0.5])  # p = 0 and p below 1e-16 are not dropped
+    ax = plots.pvalue_panel(pred, pv, pred).axes[0]
+    np.testing.assert_allclose(ax.collections[0].get_offsets()[:, 1], [16, 16, 16, 2, -np.log10(0.5)])
+    assert ax.get_ylabel() == "-log10 screen p-value, capped at 16\n(p < 1e-16 and p = 0 drawn at 16)"
+    assert "3 at the cap" in [t.get_text() for t in ax.texts]
+
+
+def test_spread_calibration_names_the_splits_it_pools():
+    rng = np.random.default_rng(1)
+    spread = rng.uniform(0.1, 1, size=50)
+    y = np.r_[np.full(49, 0.0), np.nan]  # the NaN target is left out of the counts too
+    split = np.array(["random"] * 30 + ["gene1"] * 20, dtype=object)
+    fig = plots.spread_calibration(y, rng.normal(size=50) * spread, spread, split=split)
+    assert "test triplets pooled over random (30), gene1 (19)" in fig._suptitle.get_text()
+    fig = plots.spread_calibration(y[:30], spread[:30], spread[:30], split=split[:30])
+    assert "test triplets of random (30)" in fig._suptitle.get_text()

@@ -356,3 +356,12 @@ def test_relative_out_folder_works(tmp_path, monkeypatch):
     assert results[0].status == "ok", results[0].error
     assert (tmp_path / "reports" / "lambda_determination" / "summary.json").is_file()
     assert (tmp_path / "reports" / "lambda_determination" / report.KERNEL_LOG).is_file()
+
+
+def test_a_list_of_numbers_per_key_is_written_as_numbers():
+    """Per-seed values (``{"gene2": [0.361, 0.018]}``) read as numbers in summary.md, not as a
+    Python list with every digit."""
+    per_seed = {"gene2": [0.36123456, 0.01812345, None]}
+    assert report._md_value("dango pearson per seed", per_seed) == \
+        "**dango pearson per seed**\n\n- gene2: 0.3612, 0.01812, n/a\n"
+    assert "0.3612, 0.01812, n/a" in report._html_value(per_seed)

@@ -611,7 +611,7 @@ def _pvalues(rng, score: np.ndarray, sd: float) -> np.ndarray:
 
     se = sd * np.exp(0.3 * rng.standard_normal(len(score)))
     p = erfc(np.abs(score) / se / math.sqrt(2.0))
-    p = np.clip(p, 1e-16, 1.0)
+    p = np.clip(p, 1e-16, 1.0)  # erfc underflows for large scores; plots.P_FLOOR draws this floor as a cap
     return np.array([float(f"{x:.4g}") for x in p])  # 4 significant digits, short repr in the file
 
 

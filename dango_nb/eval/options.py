@@ -29,8 +29,9 @@ class EvaluationOptions:
         val_fraction: part of each training part held out for validation.
         n_test_genes: gene-split size overrides, e.g. ``{gene1: 40, gene2: 400}`` on real data
             (default: scaled, see :func:`dango_nb.eval.splits.default_n_test_genes`).
-        ensemble_seeds / ensemble_top_k: seeds averaged by ``dango_ensemble`` and checkpoints per
-            seed (``None``: all the run kept, ``TrainConfig.keep_top_k``).
+        ensemble_seeds / ensemble_top_k: DANGO seeds (``dango`` is scored on each, reported as
+            their mean and sd; ``dango_ensemble`` averages them) and checkpoints per seed in the
+            ensemble (``None``: all the run kept, ``TrainConfig.keep_top_k``).
 
     Invalid values raise :class:`~dango_nb.errors.ParamsError` (a ``ValueError``) naming the field.
         pretrain_epochs: epochs of the label-free pre-training behind ``mlp_embeddings``

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -64,11 +64,15 @@ class DangoVariant:
 @dataclass
 class ModelOutput:
     """Test predictions ``(M,)``, optional per-prediction ``spread`` ``(M,)`` and the fit time
-    (``None``: the runner's wall time is used)."""
+    (``None``: the runner's wall time is used).
+
+    A model fitted with several seeds returns ``prediction`` as ``(S, M)`` (one row per seed,
+    ``spread`` the same shape or None, ``fit_s`` one value per seed): each seed is scored on its
+    own (``seed`` column of the metrics), so the summary shows the spread over seeds."""
 
     prediction: np.ndarray
     spread: np.ndarray | None = None
-    fit_s: float | None = None
+    fit_s: float | Sequence[float] | None = None
 
 
 @dataclass(frozen=True)

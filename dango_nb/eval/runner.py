@@ -10,9 +10,11 @@ noise ceiling (Pearson of the planted signal with measured tau on the same test 
 every row.
 
 Outputs (``out_dir``, default ``reports/evaluation``, written atomically): ``metrics.csv`` (one row
-per model x split x fold), ``summary.csv`` (mean and sd across folds, Pearson as a fraction of the
-ceiling), ``ceiling.json`` (with ground truth), ``predictions.parquet`` (per test triplet),
-``ensemble_gain.csv`` and ``splits.csv``.
+per model x split x fold x seed: ``dango`` is scored on each of its ``ensemble_seeds`` fits, ``seed``
+0, 1, ...; other models have ``seed`` 0), ``summary.csv`` (mean over seeds and folds, sd across
+folds, sd across seeds and ``n_seeds``, Pearson as a fraction of the ceiling), ``ceiling.json``
+(with ground truth), ``predictions.parquet`` (per test triplet and seed), ``ensemble_gain.csv`` and
+``splits.csv``.
 
 DANGO fits: with the study's data parameters (``data``), every fit the models need for every split
 x fold x ensemble seed is submitted at once to :func:`dango_nb.runs.run_many` (one run folder each,
@@ -45,7 +47,7 @@ from dango_nb.eval.runners import DangoRun, dango_fits_needed, graph_channels
 from dango_nb.eval.splits import Fold, make_splits, split_table
 from dango_nb.fileio import atomic_write_json, atomic_write_table
 
-__all__ = ["EvaluationResult", "run_evaluation", "planted_signal", "summary_table", "write_outputs"]
+__all__ = ["EvaluationResult", "run_evaluation", "planted_signal", "seed_values", "summary_table", "write_outputs"]
 
 
 @dataclass
@@ -131,18 +133,23 @@ def _folds(options: EvaluationOptions, all_idx: np.ndarray, seed: int) -> list[F
     return jobs
 
 
-def _run_model(spec, data: FoldData) -> tuple[np.ndarray, np.ndarray, float]:
-    """Predictions, spread (NaN without) and fit seconds of one model on one fold."""
+def _run_model(spec, data: FoldData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Predictions ``(S, M)``, spread (NaN without) and fit seconds ``(S,)`` of one model on one
+    fold; ``S`` is the number of seeds the model was fitted with (1 for most)."""
     t0 = time.perf_counter()
     out = spec.fn(data)
     if not isinstance(out, ModelOutput):
         out = ModelOutput(*out) if isinstance(out, tuple) else ModelOutput(out)
-    fit_s = time.perf_counter() - t0 if out.fit_s is None else out.fit_s
-    pred = np.asarray(out.prediction, dtype=np.float64).reshape(-1)
+    wall = time.perf_counter() - t0
+    pred = np.asarray(out.prediction, dtype=np.float64)
+    pred = pred.reshape(1, -1) if pred.ndim < 2 else pred
     n = len(data.test_indices)
-    if len(pred) != n:
-        raise ValueError(f"model {spec.name!r} returned {len(pred)} predictions for {n} test triplets")
-    spread = np.full(len(pred), np.nan) if out.spread is None else np.asarray(out.spread, np.float64)
+    if pred.ndim != 2 or pred.shape[1] != n:
+        raise ValueError(f"model {spec.name!r} returned predictions of shape {pred.shape} for {n} test triplets")
+    spread = np.full(pred.shape, np.nan) if out.spread is None else \
+        np.asarray(out.spread, np.float64).reshape(pred.shape)
+    fit_s = np.broadcast_to(np.asarray(wall if out.fit_s is None else out.fit_s, dtype=np.float64),
+                            (len(pred),))
     return pred, spread, fit_s
 
 
@@ -177,8 +184,9 @@ def run_evaluation(study, options: EvaluationOptions | None = None, *, config=No
             :func:`dango_nb.runs.run_many` (``workers``, ``address``, ``keep_runs``); without it
             they are fitted in this process (``workers`` > 1 or ``address`` then is an error).
 
-    Returns an :class:`EvaluationResult`; ``metrics`` has one row per model x split x fold with
-    the columns of :func:`dango_nb.metrics.evaluate` plus ``ceiling`` (NaN without ground truth),
+    Returns an :class:`EvaluationResult`; ``metrics`` has one row per model x split x fold x
+    seed (``seed``: which of a multi-seed model's fits, 0 for models fitted once) with the columns
+    of :func:`dango_nb.metrics.evaluate` plus ``ceiling`` (NaN without ground truth),
     ``n_train``, ``n_val``, ``fit_s`` and ``<metric>_ci_low/_ci_high``.
     """
     t_start = time.perf_counter()
@@ -343,14 +351,15 @@ def _run_fold(fold: Fold, data: FoldData, specs, options: EvaluationOptions, tar
         if bar is not None:
             bar.set_description(f"{fold.split} fold {fold.fold}: {spec.name}")
         if len(test_rows):
-            pred, spread, fit_s = _run_model(spec, data)
-            tables.rows.append(_metric_row(spec.name, fold, y_test, pred, ceiling, fit_s, options, seed))
-            tables.predictions.append(pd.DataFrame({
-                "model": spec.name, "split": fold.split, "fold": fold.fold, "row": test_rows,
-                "gene1": all_idx[:, 0], "gene2": all_idx[:, 1], "gene3": all_idx[:, 2],
-                "target": y_test, "prediction": pred, "spread": spread,
-                **({"pvalue": pvalues[test_rows]} if pvalues is not None else {}),
-                **({"signal": signal[test_rows]} if signal is not None else {})}))
+            preds, spreads, fit_s = _run_model(spec, data)
+            for s, (pred, spread) in enumerate(zip(preds, spreads)):
+                tables.rows.append(_metric_row(spec.name, fold, s, y_test, pred, ceiling, fit_s[s], options, seed))
+                tables.predictions.append(pd.DataFrame({
+                    "model": spec.name, "split": fold.split, "fold": fold.fold, "seed": s, "row": test_rows,
+                    "gene1": all_idx[:, 0], "gene2": all_idx[:, 1], "gene3": all_idx[:, 2],
+                    "target": y_test, "prediction": pred, "spread": spread,
+                    **({"pvalue": pvalues[test_rows]} if pvalues is not None else {}),
+                    **({"signal": signal[test_rows]} if signal is not None else {})}))
         if spec.name == "dango_ensemble" and "ensemble_members" in data.cache:
             preds, names, groups = data.cache["ensemble_members"]
             g = ensemble_gain(y_test, preds, names, seed=seed, n_balanced_repeats=options.n_balanced_repeats,
@@ -376,10 +385,10 @@ def _result(study, tables: _Tables, fold_list, signal, out_dir, t_start: float) 
     return EvaluationResult(metrics, summary, ceiling, predictions, ensemble, splits_df, paths, synthetic)
 
 
-def _metric_row(model: str, fold: Fold, y: np.ndarray, pred: np.ndarray, ceiling: float, fit_s: float,
-                options: EvaluationOptions, seed: int) -> dict:
+def _metric_row(model: str, fold: Fold, model_seed: int, y: np.ndarray, pred: np.ndarray, ceiling: float,
+                fit_s: float, options: EvaluationOptions, seed: int) -> dict:
     n_boot, ci_metrics, n_balanced_repeats = options.n_boot, options.ci_metrics, options.n_balanced_repeats
-    row = {"model": model, "split": fold.split, "fold": fold.fold,
+    row = {"model": model, "split": fold.split, "fold": fold.fold, "seed": model_seed,
            **M.evaluate(y, pred, seed=seed, n_balanced_repeats=n_balanced_repeats),
            "ceiling": ceiling, "n_train": len(fold.train), "n_val": len(fold.val), "fit_s": fit_s}
     if n_boot:
@@ -427,18 +436,42 @@ def write_outputs(out_dir, metrics, summary, ceiling, predictions, ensemble, spl
 
 
 def summary_table(result: EvaluationResult, metrics: Sequence[str] = ("pearson", "spearman", "auroc", "auprc", "mse")) -> pd.DataFrame:
-    """Wide ``model x (metric, split)`` table of ``mean ± sd`` strings, plus the Pearson ceiling."""
+    """Wide ``model x (metric, split)`` table of ``mean ± sd`` strings (mean over folds and seeds,
+    sd over folds), the Pearson sd over seeds of models fitted with several seeds
+    (``"0.243 (2 seeds)"``; each seed's value is in ``result.metrics``), plus the Pearson ceiling."""
     wide = M.format_summary(result.summary, metrics)
+    summ = result.summary
+    if "pearson_seed_sd" in summ.columns and (summ["n_seeds"] > 1).any():
+        seeded = summ[summ["n_seeds"] > 1]
+        for split in dict.fromkeys(summ["split"]):
+            cell = {r.model: f"{_fmt_num(r.pearson_seed_sd)} ({r.n_seeds} seeds)"
+                    for r in seeded[seeded["split"] == split].itertuples()}
+            wide[("pearson: sd over seeds", split)] = [cell.get(m, "") for m in wide.index]
     if "ceiling_mean" in result.summary.columns:
         ceil = result.summary.drop_duplicates("split").set_index("split")["ceiling_mean"]
         frac = result.summary.pivot(index="model", columns="split", values="pearson_frac_ceiling")
         for split in ceil.index:
-            wide[("pearson / ceiling", split)] = frac[split].reindex(wide.index).map(lambda v: f"{v:.2f}")
+            wide[("pearson / ceiling", split)] = frac[split].reindex(wide.index).map(
+                lambda v: f"{v:.2f}" if np.isfinite(v) else "n/a")
             wide.loc["noise ceiling (pearson)", ("pearson", split)] = f"{ceil[split]:.3f}"
         wide = wide.fillna("")
         wide.loc["noise ceiling (pearson)", [c for c in wide.columns if c[0] != "pearson"]] = ""
         wide.attrs["ceiling"] = ceil.to_dict()
     return wide
+
+
+def seed_values(metrics: pd.DataFrame, model: str = "dango", metric: str = "pearson") -> dict[str, list[float]]:
+    """``split -> [metric of seed 0, seed 1, ...]`` (each the mean over folds) of one model, from
+    the evaluation's metrics table: what the mean over seeds in the summary is made of."""
+    sub = metrics[metrics["model"] == model]
+    if "seed" not in sub.columns:
+        sub = sub.assign(seed=0)
+    return {split: [float(v) for v in g.groupby("seed", sort=True)[metric].mean()]
+            for split, g in sub.groupby("split", sort=False)}
+
+
+def _fmt_num(v: float) -> str:
+    return f"{v:.3f}" if np.isfinite(v) else "n/a"
 
 
 def _bar(enabled: bool, total: int):

@@ -3,8 +3,8 @@
 - baselines: ``mean``, ``additive``, ``pairwise_additive`` (:mod:`dango_nb.eval.baselines`) and
   ``mlp_embeddings`` (MLP on the integrated embeddings of a DANGO pre-trained on the graph only,
   label free, or of the fold's trained DANGO with ``mlp_embeddings_source: dango``);
-- ``dango`` (one seed) and ``dango_ensemble`` (top-k validation checkpoints of ``ensemble_seeds``
-  seeds; the ``dango`` run is its first seed);
+- ``dango`` (scored on each of ``ensemble_seeds`` seeds: one metrics row per seed) and
+  ``dango_ensemble`` (top-k validation checkpoints of the same seeds' fits, averaged);
 - ablations, each a :class:`~dango_nb.eval.registry.DangoVariant`: ``dango_no_pretrain``
   (schedule ``InteractionOnly``), ``dango_mean_meta`` (``meta_embedding="mean"``),
   ``dango_single_<channel>`` for every STRING channel (the cell graph restricted to it) and
@@ -149,17 +149,18 @@ def _config_for(config, variant: DangoVariant, seed: int, checkpoint_dir):
 
 def dango_fits_needed(specs, options) -> dict[DangoVariant, tuple[str, int]]:
     """The DANGO fits the models of ``specs`` ask for per fold: variant -> (a name for its run
-    folders, number of seeds): ``ensemble_seeds`` of the unchanged model when ``dango_ensemble``
-    runs, else one seed per variant (``mlp_embeddings`` with ``source: dango`` uses the first)."""
+    folders, number of seeds): ``ensemble_seeds`` of the unchanged model when ``dango`` or
+    ``dango_ensemble`` runs, else one seed per variant (``mlp_embeddings`` with ``source: dango``
+    uses the first)."""
     names = [s.name for s in specs]
     out: dict[DangoVariant, tuple[str, int]] = {}
     for s in specs:
         if s.variant is not None and s.variant != DangoVariant():
             out.setdefault(s.variant, (s.name, 1))
     n_base = 0
-    if "dango_ensemble" in names:
+    if "dango_ensemble" in names or "dango" in names:
         n_base = options.ensemble_seeds
-    elif "dango" in names or ("mlp_embeddings" in names and options.mlp_embeddings_source == "dango"):
+    elif ("mlp_embeddings" in names and options.mlp_embeddings_source == "dango"):
         n_base = 1
     if n_base:
         out[DangoVariant()] = ("dango", n_base)
@@ -190,6 +191,11 @@ def _dango(variant: DangoVariant):
     def run(data: FoldData):
         from dango_nb.eval.prediction import predict
 
+        if variant == DangoVariant():  # one seed's score is not DANGO's: every seed is scored
+            runs = dango_runs(data, variant, data.options.ensemble_seeds)
+            preds = [np.asarray(predict(r.best, r.graph, data.test_indices, r.result.scaler), dtype=np.float64)
+                     for r in runs]
+            return ModelOutput(np.stack(preds), fit_s=[r.fit_s for r in runs])
         r = dango_runs(data, variant, 1)[0]
         pred = predict(r.best, r.graph, data.test_indices, r.result.scaler)
         return ModelOutput(np.asarray(pred, dtype=np.float64), fit_s=r.fit_s)
@@ -223,14 +229,12 @@ def _ensemble_members(runs: list[DangoRun], top_k: int | None) -> list:
 def _dango_ensemble(data: FoldData):
     from dango_nb.eval.ensemble import combine, member_predictions
 
-    cached = len(data.cache.get(("fits", DangoVariant()), []))
     runs = dango_runs(data, DangoVariant(), data.options.ensemble_seeds)
     members = _ensemble_members(runs, data.options.ensemble_top_k)
     preds = member_predictions(members, runs[0].graph, data.test_indices)
     mean, spread = combine(preds)
     data.cache["ensemble_members"] = (preds, [m.name for m in members], [m.info["run"] for m in members])
-    # time of the extra seeds only when "dango" (seed 0) was already fitted for this fold
-    return ModelOutput(mean, spread, sum(r.fit_s for r in runs[min(cached, 1):]))
+    return ModelOutput(mean, spread, sum(r.fit_s for r in runs))  # every seed's fit
 
 
 def _register_variant(name: str, variant: DangoVariant) -> None:

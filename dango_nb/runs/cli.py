@@ -142,12 +142,13 @@ def _run_compare(args) -> int:
     table = compare_recipes(args.sweep_dir, recipe=args.recipe, ensembles=args.ensembles, top_k=args.top_k,
                             data_dir=args.data_dir)
     path = write_recipes(table, args.sweep_dir)
-    cols = [c for c in table.columns if c in ("variant", "split", "runs", "test_pearson", "test_pearson_sd",
-                                              "fraction_of_ceiling", "fraction_of_ceiling_sd", "best_additive",
-                                              "margin_over_additive", "best_epoch", "ens_top_k_x_seeds")
-            or c in (args.recipe or [])]
+    shown = ("split", "runs", "val_pearson", "val_pearson_sd", "test_pearson", "test_pearson_sd", "fraction_of_ceiling",
+             "fraction_of_ceiling_sd", "best_additive", "margin_over_additive", "best_epoch", "ens_top_k_x_seeds")
+    cols = list(table.attrs.get("recipe", [])) + [c for c in shown if c in table.columns]  # as in recipes.csv
     if table.attrs.get("synthetic"):
         print("SYNTHETIC benchmark: these numbers come from the embedded synthetic data, not the real screen")
+    print(f"per split, best {table.attrs.get('metric', 'val_pearson')} first: choose a recipe on validation; "
+          "the test columns are reported beside it, not for choosing")
     with pd.option_context("display.width", 220, "display.max_columns", 30, "display.precision", 4):
         print(table[cols].to_string(index=False))
     print(json.dumps({"recipes": str(path)}))

@@ -1,5 +1,8 @@
-"""Recipes of a sweep side by side: test Pearson as a fraction of the noise ceiling, the additive
-baselines of the same test parts, the best-validation epoch and what ensembling adds.
+"""Recipes of a sweep side by side: validation Pearson (what a recipe is chosen on), and beside it
+test Pearson, its fraction of the noise ceiling, the additive baselines of the same test parts, the
+best-validation epoch and what ensembling adds. Choosing a recipe by its test score makes that
+score an optimistic estimate, so the table is ordered by validation Pearson and test columns are
+only reported.
 
 Only complete runs count (a sweep still running, or interrupted, can be compared so far).
 A *recipe* is one combination of the sweep's columns other than ``train.seed`` and the split (a
@@ -186,20 +189,23 @@ def _ensemble_rows(group: pd.DataFrame, study, top_k: int | None) -> dict:
 
 def compare_recipes(sweep_dir: str | os.PathLike, recipe: Sequence[str] | None = None,
                     ensembles: bool = False, top_k: int | None = None,
-                    data_dir: str | os.PathLike | None = None) -> pd.DataFrame:
-    """One row per recipe x split of a sweep folder's complete runs.
+                    data_dir: str | os.PathLike | None = None, metric: str = "val_pearson") -> pd.DataFrame:
+    """One row per recipe x split of a sweep folder's complete runs, per split best ``metric``
+    first.
 
     Args:
         recipe: the columns that make a recipe (default: every sweep column except
-            ``train.seed`` and the split's ``name`` / ``fold``).
+            ``train.seed`` and the split's ``name`` / ``fold``); in ``attrs["recipe"]``.
+        metric: the column recipes are ordered by (default validation Pearson; a recipe chosen on
+            a test column has an optimistic test score); in ``attrs["metric"]``.
         ensembles: also score ensembles of each recipe x split's runs (``ens_*`` columns; loads
             every kept checkpoint, so it takes a prediction pass per checkpoint).
         top_k: checkpoints per run in those ensembles (``None``: all kept).
         data_dir: the data folder the runs' data are read from or generated in (``None``: the
             user's own); a data folder or file path a run folder records is never used.
 
-    Columns: the recipe columns, ``split``, ``runs``, ``test_pearson`` / ``test_pearson_sd``,
-    ``val_pearson``, ``fraction_of_ceiling`` / ``fraction_of_ceiling_sd`` (per run, then mean and
+    Columns: the recipe columns, ``split``, ``runs``, ``val_pearson`` / ``val_pearson_sd``,
+    ``test_pearson`` / ``test_pearson_sd``, ``fraction_of_ceiling`` / ``fraction_of_ceiling_sd`` (per run, then mean and
     sd), ``ceiling``, the baselines' Pearson, ``best_additive``, ``margin_over_additive``
     (``test_pearson - best_additive``), ``best_epoch`` / ``best_epoch_sd``, ``epochs_run`` and
     ``fit_s`` (means). Standard deviations use ddof=1 and are NaN for a single run.
@@ -243,11 +249,10 @@ def compare_recipes(sweep_dir: str | os.PathLike, recipe: Sequence[str] | None =
         row = dict(zip(group_cols, key))
         data = row.pop("_data")
         row["runs"] = len(g)
-        for col in ("test_pearson", "fraction_of_ceiling", "best_epoch"):
+        for col in ("val_pearson", "test_pearson", "fraction_of_ceiling", "best_epoch"):
             vals = pd.to_numeric(g[col], errors="coerce").astype(float)
             row[col] = float(vals.mean())
             row[f"{col}_sd"] = float(vals.std(ddof=1)) if len(vals) > 1 else float("nan")
-        row["val_pearson"] = float(g["val_pearson"].mean())
         row["ceiling"] = float(g["ceiling"].mean())
         for b in BASELINES:
             row[f"{b}_pearson"] = float(g[f"{b}_pearson"].mean())
@@ -264,6 +269,14 @@ def compare_recipes(sweep_dir: str | os.PathLike, recipe: Sequence[str] | None =
                 row.update(_ensemble_rows(g, study, top_k))
         out.append(row)
     table = pd.DataFrame(out)
+    if metric not in table.columns:
+        raise ValueError(f"metric {metric!r} is not a column of the comparison ({', '.join(table.columns)})")
+    order = {sp: k for k, sp in enumerate(dict.fromkeys(table["split"]))}
+    table = table.assign(_o=table["split"].map(order)).sort_values(
+        ["_o", metric], ascending=[True, metric in ("val_mse", "test_mse")], kind="stable",
+        na_position="last").drop(columns="_o").reset_index(drop=True)
+    table.attrs["recipe"] = list(recipe)
+    table.attrs["metric"] = metric
     table.attrs["synthetic"] = all(study.synthetic for study in studies.values())
     return table
 

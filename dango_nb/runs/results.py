@@ -53,16 +53,35 @@ def results_table(outcomes: Iterable, axes: Sequence[str] | None = None) -> pd.D
 
 
 def _metric(df: pd.DataFrame, metric: str | None) -> str:
+    """The metric a sweep is read by: validation Pearson (what a recipe may be chosen on), test
+    Pearson only when no run recorded a validation score."""
     if metric is not None:
         return metric
-    return "test_pearson" if "test_pearson" in df and df["test_pearson"].notna().any() else "val_pearson"
+    return "val_pearson" if "val_pearson" in df and df["val_pearson"].notna().any() else "test_pearson"
+
+
+def _label(metric: str) -> str:
+    part, _, name = metric.partition("_")
+    return {"val": f"validation {name}", "test": f"test {name}"}.get(part, metric.replace("_", " "))
+
+
+def _categorical(df: pd.DataFrame, x: str) -> bool:
+    """Categories get points, not lines: text values, and seeds (numbers that name a replicate,
+    not an ordered quantity a line could interpolate)."""
+    return not pd.api.types.is_numeric_dtype(df[x]) or x.split(".")[-1] == "seed"
 
 
 def metric_vs_axis(df: pd.DataFrame, x: str, hue: str | None = None, metric: str | None = None, ax=None,
-                   synthetic: bool = False) -> Figure:
-    """``metric`` (default test Pearson, else val) against axis ``x``, one line per ``hue`` value:
-    mean over the runs sharing (x, hue) (other axes, e.g. seeds) with their individual values as
-    points and the min-max range as a band."""
+                   synthetic: bool = False, title: str | None = None) -> Figure:
+    """``metric`` (default validation Pearson, see :func:`_metric`) against axis ``x``, per ``hue``
+    value, over the runs sharing (x, hue) (other axes, e.g. seeds).
+
+    A numeric axis (``transition_epoch``, a learning rate) gets a line through the means with the
+    runs as points and their min-max range as a band. A categorical one (schedule, variant, seed)
+    gets the mean as a point with an sd error bar (seaborn ``pointplot``, no line: there is
+    nothing between two categories) and every run as a small point beside it."""
+    import seaborn as sns
+
     metric = _metric(df, metric)
     if ax is None:
         fig = Figure(figsize=(5.5, 3.8), layout="constrained")
@@ -70,51 +89,89 @@ def metric_vs_axis(df: pd.DataFrame, x: str, hue: str | None = None, metric: str
     else:
         fig = ax.figure
     ok = df[df["status"].isin(["done", "skipped"])] if "status" in df else df
-    groups = [(None, ok)] if hue is None else list(ok.groupby(hue, sort=False))
-    numeric = pd.api.types.is_numeric_dtype(ok[x])
-    cats = list(dict.fromkeys(ok[x])) if not numeric else None
-    for name, g in groups:
-        g = g.dropna(subset=[metric])
-        if g.empty:
-            continue
-        pos = g[x].astype(float) if numeric else g[x].map({c: i for i, c in enumerate(cats)}).astype(float)
-        stats = g.assign(_x=pos).groupby("_x")[metric].agg(["mean", "min", "max"]).sort_index()
-        label = None if name is None else str(name)
-        line, = ax.plot(stats.index, stats["mean"], marker="o", label=label)
-        ax.fill_between(stats.index, stats["min"], stats["max"], color=line.get_color(), alpha=0.15, lw=0)
-        ax.scatter(pos, g[metric], s=12, color=line.get_color(), alpha=0.6)
-    if cats is not None:
-        labels = [str(c) for c in cats]
+    ok = ok.dropna(subset=[metric])
+    if _categorical(ok if len(ok) else df, x):
+        cats = [str(c) for c in dict.fromkeys(df[x].dropna())]
+        data = ok.assign(**{x: ok[x].astype(str)})
+        hue_order = None if hue is None else [str(h) for h in dict.fromkeys(df[hue])]
+        if hue is not None:
+            data = data.assign(**{hue: data[hue].astype(str)})
+        if len(data):
+            sns.stripplot(data, x=x, y=metric, hue=hue, order=cats, hue_order=hue_order, dodge=hue is not None,
+                          size=3.5, alpha=0.45, jitter=0.08, legend=False, ax=ax)
+            sns.pointplot(data, x=x, y=metric, hue=hue, order=cats, hue_order=hue_order,
+                          dodge=0.4 if hue is not None else False, linestyle="none", errorbar="sd", capsize=0.12,
+                          marker="D", markersize=6, err_kws={"linewidth": 1.3}, ax=ax)
+        labels = cats
         # long category names (recipe variants) would run into each other on a horizontal axis
         rotate = sum(map(len, labels)) > 40
         ax.set_xticks(range(len(cats)), labels, rotation=30 if rotate else 0, ha="right" if rotate else "center")
-    elif ok[x].nunique() <= 12:
-        ax.set_xticks(sorted(ok[x].dropna().unique().astype(float)))
+        ax.set_xlim(-0.5, len(cats) - 0.5)
+        what = "diamond: mean ± sd of runs; dots: runs"
+    else:
+        groups = [(None, ok)] if hue is None else list(ok.groupby(hue, sort=False))
+        for name, g in groups:
+            if g.empty:
+                continue
+            pos = g[x].astype(float)
+            stats = g.assign(_x=pos).groupby("_x")[metric].agg(["mean", "min", "max"]).sort_index()
+            label = None if name is None else str(name)
+            line, = ax.plot(stats.index, stats["mean"], marker="o", label=label)
+            ax.fill_between(stats.index, stats["min"], stats["max"], color=line.get_color(), alpha=0.15, lw=0)
+            ax.scatter(pos, g[metric], s=12, color=line.get_color(), alpha=0.6)
+        if ok[x].nunique() <= 12:
+            ax.set_xticks(sorted(ok[x].dropna().unique().astype(float)))
+        what = "line: mean of runs; dots: runs; band: min-max"
     ax.set_xlabel(x)
-    ax.set_ylabel(metric.replace("_", " "))
-    if hue is not None and ax.get_legend_handles_labels()[0]:
+    ax.set_ylabel(_label(metric))
+    handles, _ = ax.get_legend_handles_labels()
+    if hue is not None and handles:
         ax.legend(title=hue.split(".")[-1], fontsize="small")
-    ax.set_title(f"{metric.replace('_', ' ')} vs {x.split('.')[-1]}" + (" [synthetic benchmark]" if synthetic else ""),
-                 fontsize="medium")
+    elif ax.get_legend() is not None:
+        ax.get_legend().remove()
+    head = title or f"{_label(metric)} vs {x.split('.')[-1]}"
+    ax.set_title(f"{head}\n{what}" + (" [synthetic benchmark]" if synthetic else ""), fontsize="medium")
     return fig
+
+
+def _beside(metric: str) -> str | None:
+    """The test column shown beside a validation metric (``val_pearson`` -> ``test_pearson``)."""
+    return "test_" + metric[len("val_"):] if metric.startswith("val_") else None
 
 
 def sweep_figures(df: pd.DataFrame, axes: Sequence[str], metric: str | None = None,
                   synthetic: bool = False) -> dict[str, Figure]:
     """Figures for a sweep: ``metric`` vs ``train.transition_epoch`` per ``train.schedule`` (when
-    both are swept), and ``metric`` vs every other swept axis with more than one value."""
+    both are swept), and ``metric`` vs every other swept axis with more than one value.
+
+    ``metric`` defaults to validation Pearson, the score recipes are chosen on; each figure has
+    the matching test metric in a second panel beside it (same y axis), for the record only: a
+    recipe picked by its test score has an optimistic test score."""
     metric = _metric(df, metric)
+    test = _beside(metric)
+    test = test if test in df and df[test].notna().any() else None
     figs: dict[str, Figure] = {}
+
+    def figure(x: str, hue: str | None) -> Figure:
+        if test is None:
+            return metric_vs_axis(df, x, hue, metric, synthetic=synthetic)
+        fig = Figure(figsize=(10.5, 4.2), layout="constrained")
+        left, right = fig.subplots(1, 2, sharey=True)
+        metric_vs_axis(df, x, hue, metric, ax=left, title=f"{_label(metric)} (choose recipes on this)")
+        metric_vs_axis(df, x, hue, test, ax=right, title=f"{_label(test)} (beside it, not for choosing)")
+        fig.suptitle(f"{_label(metric).split()[-1]} vs {x.split('.')[-1]}"
+                     + (" [synthetic benchmark]" if synthetic else ""))
+        right.yaxis.set_tick_params(labelleft=True)
+        return fig
+
     swept = [a for a in axes if a in df and df[a].nunique(dropna=False) > 1]
     if "train.transition_epoch" in swept:
         hue = "train.schedule" if "train.schedule" in swept else None
-        figs[f"{metric}_vs_transition_epoch"] = metric_vs_axis(df, "train.transition_epoch", hue, metric,
-                                                                synthetic=synthetic)
+        figs[f"{metric}_vs_transition_epoch"] = figure("train.transition_epoch", hue)
     for a in swept:
         if a == "train.transition_epoch":
             continue
-        figs[f"{metric}_vs_{a.split('.')[-1] if a.count('.') < 2 else a.replace('.', '_')}"] = \
-            metric_vs_axis(df, a, None, metric, synthetic=synthetic)
+        figs[f"{metric}_vs_{a.split('.')[-1] if a.count('.') < 2 else a.replace('.', '_')}"] = figure(a, None)
     return figs
 
 

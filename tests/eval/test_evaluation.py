@@ -119,7 +119,7 @@ def test_models_never_see_test_data(study, monkeypatch, lambdas, registered):
     monkeypatch.setattr(training, "fit", fit_spy)
     registered("spy", spy)
     E.run_evaluation(study, models=["spy", "dango"], n_folds=5, folds=[0], config=tiny_config(epochs=1, transition_epoch=0),
-                     lambdas=lambdas, n_boot=0, out_dir=None, progress=False)
+                     lambdas=lambdas, n_boot=0, out_dir=None, progress=False, ensemble_seeds=1)
     assert len(seen) == 3 and len(fits) == 3
     key = lambda a: {tuple(sorted(t)) for t in a.tolist()}
     for (split, fold, train, val, test), (ftrain, fval) in zip(seen, fits):
@@ -140,7 +140,19 @@ def test_dango_single_ensemble_and_ablations(study, lambdas, tmp_path):
                          n_folds=5, folds=[0], config=tiny_config(), lambdas=lambdas, ensemble_seeds=2,
                          pretrain_epochs=1, mlp_embeddings={"max_epochs": 3}, n_boot=0, out_dir=tmp_path,
                          progress=False)
-    m = r.metrics.set_index("model")
+    # "dango" is scored on each of its seeds (the ensemble's fits), not on the first one only
+    seeds = r.metrics[r.metrics["model"] == "dango"]
+    assert list(seeds["seed"]) == [0, 1] and (r.metrics[r.metrics["model"] != "dango"]["seed"] == 0).all()
+    assert seeds["pearson"].iloc[0] != pytest.approx(seeds["pearson"].iloc[1])
+    s = r.summary.set_index("model")
+    assert s.loc["dango", "n_seeds"] == 2 and s.loc["dango_ensemble", "n_seeds"] == 1
+    assert s.loc["dango", "pearson_mean"] == pytest.approx(seeds["pearson"].mean())
+    assert s.loc["dango", "pearson_seed_sd"] == pytest.approx(seeds["pearson"].std(ddof=1))
+    assert math.isnan(s.loc["dango_ensemble", "pearson_seed_sd"])
+    table = E.summary_table(r)
+    assert table.loc["dango", ("pearson: sd over seeds", "random")] == f"{seeds['pearson'].std(ddof=1):.3f} (2 seeds)"
+    assert table.loc["dango_ensemble", ("pearson: sd over seeds", "random")] == ""
+    m = r.metrics[r.metrics["seed"] == 0].set_index("model")
     for name in ("dango", "dango_ensemble", "dango_no_pretrain", "dango_mean_meta", "dango_single_coexpression",
                  "dango_LinearUntilFlipped", "mlp_embeddings"):
         assert math.isfinite(m.loc[name, "mse"]), name
@@ -157,17 +169,19 @@ def test_dango_single_ensemble_and_ablations(study, lambdas, tmp_path):
     c = ensemble_contributions(g).set_index("split")
     assert c.loc["random", "top_k_x_seeds"] == pytest.approx(m.loc["dango_ensemble", "pearson"])
     assert c.loc["random", "gain_seeds"] == pytest.approx(c.loc["random", "seeds"] - c.loc["random", "best_single"])
-    # the first seed's best checkpoint is the model of the "dango" row
-    seed0_best = g[(g["kind"] == "member") & g["name"].str.startswith("seed0/")].iloc[0]
-    assert seed0_best["pearson"] == pytest.approx(m.loc["dango", "pearson"], abs=1e-6)
+    # each seed's best checkpoint is the model of that seed's "dango" row; their mean is best_single
+    for k in (0, 1):
+        best_k = g[(g["kind"] == "member") & g["name"].str.startswith(f"seed{k}/")].iloc[0]
+        assert best_k["pearson"] == pytest.approx(seeds["pearson"].iloc[k], abs=1e-6)
+    assert d.loc["best_single", "pearson"] == pytest.approx(s.loc["dango", "pearson_mean"], abs=1e-6)
     ens = r.predictions[r.predictions.model == "dango_ensemble"]
     assert (ens["spread"] > 0).all() and r.predictions.query("model == 'dango'")["spread"].isna().all()
     # the single model is the first seed's best-validation model: not the same as the ensemble
-    single = r.predictions.query("model == 'dango'")["prediction"].to_numpy()
+    single = r.predictions.query("model == 'dango' and seed == 0")["prediction"].to_numpy()
     assert not np.allclose(single, ens["prediction"].to_numpy())
     assert (tmp_path / "ensemble_gain.csv").is_file()
     # ablations really change the model: different predictions
-    preds = r.predictions.pivot(index="row", columns="model", values="prediction")
+    preds = r.predictions[r.predictions["seed"] == 0].pivot(index="row", columns="model", values="prediction")
     for name in ("dango_no_pretrain", "dango_mean_meta", "dango_single_coexpression"):
         assert not np.allclose(preds["dango"], preds[name]), name
 
@@ -226,3 +240,10 @@ def test_restrict_channels(study):
     assert E.graph_channels(g) == ["coexpression"]
     assert g["gene"].num_nodes == study.cell_graph["gene"].num_nodes
     assert list(g["gene"].node_ids) == list(study.cell_graph["gene"].node_ids)
+
+
+def test_seed_values_lists_each_seed_mean_over_folds():
+    m = pd.DataFrame({"model": ["dango"] * 4 + ["mean"], "split": ["gene2"] * 5, "fold": [0, 0, 1, 1, 0],
+                      "seed": [0, 1, 0, 1, 0], "pearson": [0.361, 0.018, 0.3, 0.1, 0.0]})
+    assert E.seed_values(m, "dango") == {"gene2": [pytest.approx(0.3305), pytest.approx(0.059)]}
+    assert E.seed_values(m, "mean") == {"gene2": [0.0]}

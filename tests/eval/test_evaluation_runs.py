@@ -44,7 +44,7 @@ def _evaluate(study, data, lambdas, out, **kw):
 
 
 def _numbers(result):
-    return result.metrics.drop(columns="fit_s").sort_values(["model", "split", "fold"]).reset_index(drop=True)
+    return result.metrics.drop(columns="fit_s").sort_values(["model", "split", "fold", "seed"]).reset_index(drop=True)
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +130,7 @@ def test_a_run_folder_of_other_settings_is_replaced_only_by_a_complete_one(inlin
     shutil.copytree(inline.paths["metrics"].parent / "runs", out / "runs")
     r = E.run_evaluation(study, splits=["random"], folds=[0], models=["dango"], n_folds=5,
                          config=_config().replace(lr=0.02), lambdas=lambdas, n_boot=0, out_dir=out, progress=False,
-                         data=data)
+                         data=data, ensemble_seeds=1)
     from dango_nb.runs import RunFolder
 
     assert RunFolder.open(out / "runs" / "random_fold0_seed0").params["train"]["lr"] == 0.02

@@ -74,3 +74,18 @@ def test_spread_calibration_table_standard_error_and_undefined_spearman(y):
         assert row["abs_error_sem"] == pytest.approx(err[sel].std(ddof=1) / np.sqrt(sel.sum()))
     assert np.isnan(spread_calibration_table(y, pred, np.zeros(len(y))).attrs["spearman"])
     assert np.isnan(spread_calibration_table([np.nan], [0.0], [0.1]).attrs["spearman"])
+
+
+def test_summary_table_writes_undefined_fractions_and_seed_spreads_as_n_a():
+    import pandas as pd
+
+    from dango_nb.eval.runner import EvaluationResult, summary_table
+
+    metrics = pd.DataFrame({"model": ["additive", "dango", "dango"], "split": ["gene2"] * 3, "fold": [0, 0, 0],
+                            "seed": [0, 0, 1], "pearson": [np.nan, 0.361, np.nan], "ceiling": [0.8] * 3})
+    result = EvaluationResult(metrics, M.summarize(metrics), None, pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), {})
+    table = summary_table(result, ("pearson",))
+    cells = [str(v) for v in table.to_numpy().ravel()]
+    assert not any("nan" in c.lower() for c in cells), cells
+    assert table.loc["additive", ("pearson / ceiling", "gene2")] == "n/a"
+    assert table.loc["dango", ("pearson: sd over seeds", "gene2")] == "n/a (2 seeds)"

@@ -175,3 +175,32 @@ def test_the_runs_data_are_checked_once_loaded(finished_sweep, tmp_path):
     with pytest.raises(SourceMismatchError, match=rf"^{run}: the data found are not the data the run was trained on "
                                                   r"\(\S+: sha256 [0-9a-f]{64} in provenance.json, [0-9a-f]{64} found"):
         _check_run_data(run, load_study("tiny", seed=1, data_dir=tmp_path / "other"))
+
+
+def test_recipes_are_ordered_by_validation_and_printed_with_every_recipe_column(tmp_path, capsys):
+    from dango_nb.runs.compare import compare_recipes
+
+    data = {"preset": "tiny", "seed": 0, "data_dir": str(tmp_path / "data")}
+    sweep = sweep_from_mapping({
+        "base": {"data": data, "split": {"name": "random"},
+                 "train": {"epochs": 2, "batch_size": 128, "transition_epoch": 1, "progress": False,
+                           "model": {"hidden_channels": 8}}},
+        "axes": {"train.lr": [0.0001, 0.01], "train.seed": [0, 1]},
+    }, "lr-sweep")
+    out = tmp_path / "sweep"
+    assert not run_sweep(sweep, out, backend="inline", progress=False).failed
+    table = compare_recipes(out, data_dir=data["data_dir"])
+    assert table.attrs["recipe"] == ["train.lr"] and table.attrs["metric"] == "val_pearson"
+    cols = list(table.columns)
+    assert cols.index("val_pearson") < cols.index("val_pearson_sd") < cols.index("test_pearson")
+    assert list(table["val_pearson"]) == sorted(table["val_pearson"], reverse=True)  # best validation first
+    results = pd.read_csv(out / "results.csv").groupby("train.lr")["val_pearson"]
+    for row in table.itertuples():
+        assert row.val_pearson == pytest.approx(results.mean()[row._1])
+        assert row.val_pearson_sd == pytest.approx(results.std(ddof=1)[row._1])
+    assert main(["compare", str(out), "--data-dir", data["data_dir"]]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = next(ln for ln in lines if ln.split()[:1] == ["train.lr"]).split()
+    assert header[:5] == ["train.lr", "split", "runs", "val_pearson", "val_pearson_sd"]
+    assert header.index("test_pearson") > header.index("val_pearson")
+    assert any("choose a recipe on validation" in ln for ln in lines)

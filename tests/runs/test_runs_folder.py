@@ -126,12 +126,54 @@ def test_metric_vs_axis_draws_the_mean_over_other_axes():
     df = pd.DataFrame({"status": "done", "train.schedule": ["A", "A", "A", "A", "B", "B"],
                        "train.transition_epoch": [0, 0, 5, 5, 0, 5], "train.seed": [0, 1, 0, 1, 0, 0],
                        "test_pearson": [0.1, 0.3, 0.5, 0.7, 0.2, np.nan], "val_pearson": 0.0})
-    fig = metric_vs_axis(df, "train.transition_epoch", "train.schedule")
+    fig = metric_vs_axis(df, "train.transition_epoch", "train.schedule", "test_pearson")
     lines = {ln.get_label(): ln for ln in fig.axes[0].get_lines()}
     np.testing.assert_allclose(lines["A"].get_ydata(), [0.2, 0.6])
     np.testing.assert_allclose(lines["B"].get_ydata(), [0.2])  # the NaN run is left out
     figs = sweep_figures(df, ["train.schedule", "train.transition_epoch", "train.seed"])
-    assert set(figs) == {"test_pearson_vs_transition_epoch", "test_pearson_vs_schedule", "test_pearson_vs_seed"}
+    assert set(figs) == {"val_pearson_vs_transition_epoch", "val_pearson_vs_schedule", "val_pearson_vs_seed"}
+
+
+def _joining_lines(ax):
+    """Lines that run from one category to another (error bars and caps stay within one)."""
+    out = []
+    for ln in ax.get_lines():
+        x = np.asarray(ln.get_xdata(), dtype=float)
+        x = x[np.isfinite(x)]
+        if ln.get_linestyle() not in ("None", "none", "") and x.size > 1 and x.max() - x.min() > 0.5:
+            out.append(ln)
+    return out
+
+
+def test_sweep_figures_read_validation_with_test_beside_and_categories_as_points():
+    from dango_nb.runs.results import sweep_figures
+
+    df = pd.DataFrame({"status": "done", "train.schedule": ["A", "A", "A", "A", "B", "B", "B", "B"],
+                       "train.transition_epoch": [0, 0, 5, 5, 0, 0, 5, 5], "train.seed": [0, 1] * 4,
+                       "val_pearson": [0.5, 0.6, 0.7, 0.8, 0.1, 0.2, 0.3, 0.4],
+                       "test_pearson": [0.45, 0.55, 0.65, 0.75, 0.05, 0.15, 0.25, 0.35]})
+    figs = sweep_figures(df, ["train.schedule", "train.transition_epoch", "train.seed"])
+    for name, fig in figs.items():
+        val, test = fig.axes[:2]
+        assert (val.get_ylabel(), test.get_ylabel()) == ("validation pearson", "test pearson"), name
+        assert "choose recipes on this" in val.get_title() and "not for choosing" in test.get_title()
+    # numeric axis: a line per schedule through the validation means
+    lines = {ln.get_label(): ln for ln in figs["val_pearson_vs_transition_epoch"].axes[0].get_lines()}
+    np.testing.assert_allclose(lines["A"].get_ydata(), [0.55, 0.75])
+    # categories (schedule, seed): a mean point with an sd bar, no line from one category to the next
+    for name in ("val_pearson_vs_schedule", "val_pearson_vs_seed"):
+        val, test = figs[name].axes[:2]
+        assert not _joining_lines(val) and not _joining_lines(test), name
+        assert [t.get_text() for t in val.get_xticklabels()] == (["A", "B"] if "schedule" in name else ["0", "1"])
+    val = figs["val_pearson_vs_schedule"].axes[0]
+    (means,) = [ln for ln in val.get_lines() if ln.get_marker() == "D"]
+    assert means.get_linestyle() == "None"
+    np.testing.assert_allclose(means.get_xdata(), [0, 1])
+    np.testing.assert_allclose(means.get_ydata(), [0.65, 0.25])
+    bars = [ln for ln in val.get_lines() if ln is not means]
+    spans = [float(np.nanmax(ln.get_ydata()) - np.nanmin(ln.get_ydata())) for ln in bars]
+    sd = np.std([0.5, 0.6, 0.7, 0.8], ddof=1)
+    np.testing.assert_allclose(spans, [2 * sd, 2 * sd])
 
 
 def test_variants_cross_the_grid_and_set_every_listed_key():

@@ -28,7 +28,7 @@ def test_tiny_sweep_end_to_end_equals_in_process_runs(tmp_path, fault_dir, capsy
     assert len(table) == 4 and set(table["status"]) == {"done"}
     assert {"train.schedule", "train.transition_epoch", "best_epoch", "val_pearson", "test_pearson", "fit_s",
             "device"} <= set(table.columns)
-    assert (out / "figures" / "test_pearson_vs_transition_epoch.png").stat().st_size > 0
+    assert (out / "figures" / "val_pearson_vs_transition_epoch.png").stat().st_size > 0
     assert (out / "sweep.yaml").is_file() and (out / "provenance.json").is_file()
 
     # the same runs one after another in this process (same seeds): the same numbers,
