@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shlex
 import sys
@@ -28,7 +27,9 @@ import warnings
 from pathlib import Path
 from typing import Callable
 
-from dango_nb.errors import CheckpointError, DataFormatError, ParamsError, SourceMismatchError, UnknownGenesError
+from dango_nb.argtypes import MAX_PARALLEL, finite_float, int_at_least, int_in, number_in  # noqa: F401
+from dango_nb.errors import (CheckpointError, DataFormatError, ParamsError, SourceMismatchError, UnknownGenesError,
+                             UsageError)
 from dango_nb.fileio import to_strict_json
 
 warnings.filterwarnings("ignore", category=DeprecationWarning, module="torch_geometric")
@@ -36,39 +37,11 @@ warnings.filterwarnings("ignore", category=DeprecationWarning, module="torch_geo
 PROG = "dango-nb"
 
 
-class UsageError(ValueError):
-    """Command-line options that cannot work together; the message names the options."""
-
-
 #: Exceptions that mean bad input rather than a bug: reported as one line, exit status 2.
 INPUT_ERRORS = (CheckpointError, DataFormatError, ParamsError, SourceMismatchError, UnknownGenesError, UsageError)
 
 
 # ------------------------------------------------------------------------------ argparse types
-def int_at_least(minimum: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = None
-        if value is None or value < minimum:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}")
-        return value
-
-    parse.__name__ = f"integer >= {minimum}"
-    return parse
-
-
-def finite_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return value
-
-
 def existing_file(text: str) -> Path:
     path = Path(text)
     if not path.is_file():

@@ -25,7 +25,7 @@ from typing import Any, Literal, Mapping, Union
 
 import yaml
 
-from .errors import ParamsError
+from .errors import ParamsError, shown
 from .eval.options import EvaluationOptions
 from .fileio import load_yaml
 from .schedules import SCHEDULES
@@ -215,7 +215,7 @@ class LossSchedulesParams:
     def __post_init__(self):
         unknown = [s for s in self.schedules if s not in SCHEDULES]
         if unknown:
-            raise ValueError(f"unknown schedule(s) {unknown}; known: {', '.join(sorted(SCHEDULES))}")
+            raise ValueError(f"unknown schedule(s) {shown(unknown)}; known: {', '.join(sorted(SCHEDULES))}")
         if not self.schedules:
             raise ValueError("schedules is empty")
         if self.transition_epoch < 0 or self.batch_size < 2 or self.widget_epochs < 1:
@@ -265,7 +265,7 @@ def _hints(cls) -> dict[str, Any]:
 
 def _convert(value: Any, tp: Any, key: str, source: str) -> Any:
     def bad() -> ParamsError:
-        return ParamsError(f"{source}: key '{key}': expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+        return ParamsError(f"{source}: key '{key}': expected {_type_name(tp)}, got {type(value).__name__} {shown(value)}")
 
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if tp is Any:
@@ -320,7 +320,7 @@ def _convert(value: Any, tp: Any, key: str, source: str) -> Any:
         out = {}
         for k, v in value.items():
             if not isinstance(k, str):
-                raise ParamsError(f"{source}: key '{key}': mapping keys must be strings, got {k!r}")
+                raise ParamsError(f"{source}: key '{key}': mapping keys must be strings, got {shown(k)}")
             out[k] = _convert(v, inner, f"{key}.{k}", source)
         return out
     if isinstance(tp, type) and isinstance(value, tp):
@@ -370,7 +370,7 @@ def _schema_for(name: str, source: str) -> type:
     for stem, cls in SCHEMAS.items():
         if name in (stem, run_name(stem)):
             return cls
-    raise ParamsError(f"{source}: no parameter schema for {name!r}; parameter files are named "
+    raise ParamsError(f"{source}: no parameter schema for {shown(name)}; parameter files are named "
                       f"{', '.join(s + '.yaml' for s in NOTEBOOKS)}")
 
 
@@ -460,6 +460,6 @@ def load_lambdas(path: str | os.PathLike) -> dict[str, float]:
     out = {}
     for k, v in lambdas.items():
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-            raise ParamsError(f"{path}: key 'lambdas.{k}': expected a positive number, got {v!r}")
+            raise ParamsError(f"{path}: key 'lambdas.{k}': expected a positive number, got {shown(v)}")
         out[str(k)] = float(v)
     return out

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import dango_nb.eval.runners  # noqa: F401  (registers the built-in models)
-from dango_nb.errors import ParamsError
+from dango_nb.errors import ParamsError, shown
 from dango_nb.eval.registry import DEFAULT_MODELS, check_model_names
 from dango_nb.eval.splits import SPLITS
 
@@ -85,7 +85,7 @@ class EvaluationOptions:
         self.splits, self.models = list(self.splits), list(self.models)
         bad = [s for s in self.splits if s not in SPLITS]
         if bad:
-            raise ParamsError(f"unknown split(s) {bad}; known: {', '.join(SPLITS)}")
+            raise ParamsError(f"unknown split(s) {shown(bad)}; known: {', '.join(SPLITS)}")
         check_model_names(self.models)
         if self.n_folds < 2 or any(not 0 <= f < self.n_folds for f in (self.folds or [])):
             raise ParamsError(f"need n_folds >= 2 and every fold in 0..{self.n_folds - 1}")
@@ -97,20 +97,20 @@ class EvaluationOptions:
             # a negative count would slice off the last checkpoints instead of keeping the first
             raise ParamsError(f"ensemble_top_k must be >= 1 or None (all kept), got {self.ensemble_top_k}")
         if self.mlp_embeddings_source not in ("pretrain", "dango"):
-            raise ParamsError(f"mlp_embeddings_source must be 'pretrain' or 'dango', got {self.mlp_embeddings_source!r}")
+            raise ParamsError(f"mlp_embeddings_source must be 'pretrain' or 'dango', got {shown(self.mlp_embeddings_source)}")
         if self.n_boot < 0:
             raise ParamsError(f"n_boot must be >= 0, got {self.n_boot}")
         if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
-            raise ParamsError(f"workers must be an integer >= 1, got {self.workers!r}")
+            raise ParamsError(f"workers must be an integer >= 1, got {shown(self.workers)}")
         if isinstance(self.cpus_per_run, bool) or not isinstance(self.cpus_per_run, int) or self.cpus_per_run < 1:
-            raise ParamsError(f"cpus_per_run must be an integer >= 1, got {self.cpus_per_run!r}")
+            raise ParamsError(f"cpus_per_run must be an integer >= 1, got {shown(self.cpus_per_run)}")
         if isinstance(self.gpus_per_run, bool) or not isinstance(self.gpus_per_run, (int, float)) \
                 or not 0 <= self.gpus_per_run < float("inf"):
-            raise ParamsError(f"gpus_per_run must be a number >= 0 (fractions share a GPU), got {self.gpus_per_run!r}")
+            raise ParamsError(f"gpus_per_run must be a number >= 0 (fractions share a GPU), got {shown(self.gpus_per_run)}")
         if self.backend not in ("ray", "inline"):
-            raise ParamsError(f"backend must be 'ray' or 'inline', got {self.backend!r}")
+            raise ParamsError(f"backend must be 'ray' or 'inline', got {shown(self.backend)}")
         if self.address is not None and (not isinstance(self.address, str) or not self.address.strip()):
-            raise ParamsError(f"address must be a Ray address such as 'auto' or 'ray://HOST:10001', got {self.address!r}")
+            raise ParamsError(f"address must be a Ray address such as 'auto' or 'ray://HOST:10001', got {shown(self.address)}")
         if self.address is not None and self.backend == "inline":
             raise ParamsError("address needs backend 'ray' (backend 'inline' fits in this process)")
 

@@ -13,18 +13,31 @@ import os
 import sys
 from pathlib import Path
 
+from ..argtypes import MAX_PARALLEL, int_in, number_in
+
+#: Most GPUs one run may ask for, and most retries of a run whose worker died.
+MAX_GPUS, MAX_RETRIES = 64, 100
+
 __all__ = ["COMMANDS", "add_parsers", "add_predict_run_argument", "run_checkpoint_paths", "expand_runs"]
 
 
 def _parse_set(items) -> dict:
-    import yaml
+    """``--set KEY=VALUE`` items -> {key: value}, each value read as YAML (the same reader as files)."""
+    from ..errors import ParamsError, UsageError, shown
+    from ..fileio import load_yaml
 
     out = {}
     for item in items or []:
         key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"error: --set expects KEY=VALUE (e.g. train.epochs=5), got {item!r}")
-        out[key] = yaml.safe_load(value)
+        if not sep or not key.strip():
+            raise UsageError(f"--set expects KEY=VALUE (e.g. train.epochs=5), got {shown(item)}")
+        try:
+            out[key] = load_yaml(value, f"--set {key}")
+        except ParamsError:
+            raise
+        except Exception as err:  # yaml.YAMLError: not a value
+            raise UsageError(f"--set {key}: not a YAML value: {shown(value)} "
+                             f"({getattr(err, 'problem', None) or type(err).__name__})") from None
     return out
 
 
@@ -34,7 +47,7 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="run folder to create, e.g. runs/NAME")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a dotted key, e.g. --set train.epochs=5 (repeatable)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads for the fit (default: torch's)")
+    p.add_argument("--threads", type=int_in(1, MAX_PARALLEL), default=None, help="torch threads for the fit (default: torch's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -64,12 +77,12 @@ def _add_sweep(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", default=None,
                    help="Ray cluster: 'auto' (a cluster started with `ray start`) or ray://HOST:10001; "
                         "default: a local Ray started inside this command")
-    p.add_argument("--workers", type=int, default=None,
+    p.add_argument("--workers", type=int_in(1, MAX_PARALLEL), default=None,
                    help="runs at the same time (default: CPUs // --cpus-per-run)")
-    p.add_argument("--cpus-per-run", type=int, default=1, help="CPUs (torch threads) per run (default 1)")
-    p.add_argument("--gpus-per-run", type=float, default=0.0,
+    p.add_argument("--cpus-per-run", type=int_in(1, MAX_PARALLEL), default=1, help="CPUs (torch threads) per run (default 1)")
+    p.add_argument("--gpus-per-run", type=number_in(0, MAX_GPUS), default=0.0,
                    help="GPUs per run; a fraction shares a GPU (0.25: four runs per GPU); default 0")
-    p.add_argument("--max-retries", type=int, default=2, help="retries of a run whose worker process died")
+    p.add_argument("--max-retries", type=int_in(0, MAX_RETRIES), default=2, help="retries of a run whose worker process died")
     p.add_argument("--inline", action="store_true", help="run one after another in this process (no Ray)")
     p.add_argument("--dry-run", action="store_true", help="validate and list the runs, train nothing")
     p.add_argument("--no-progress", action="store_true")
@@ -114,7 +127,7 @@ def _add_compare(p: argparse.ArgumentParser) -> None:
                    help="columns that make a recipe (default: all sweep columns but train.seed and the split)")
     p.add_argument("--ensembles", action="store_true",
                    help="also score top-k x seeds ensembles of each recipe (a prediction pass per checkpoint)")
-    p.add_argument("--top-k", type=int, default=None, help="checkpoints per run in those ensembles (default: all kept)")
+    p.add_argument("--top-k", type=int_in(1), default=None, help="checkpoints per run in those ensembles (default: all kept)")
 
 
 def _run_compare(args) -> int:

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..errors import ParamsError
+from ..errors import ParamsError, shown
 from ..fileio import read_yaml
 from .spec import RunParams, load_run_mapping, run_params, section_fields, set_key
 
@@ -81,7 +81,7 @@ class Sweep:
 def normalise_key(key: Any, source: str, where: str) -> str:
     """The full dotted key for an axis/override key, or :class:`ParamsError` naming file and key."""
     if not isinstance(key, str) or not key:
-        raise ParamsError(f"{source}: {where}: keys must be non-empty strings, got {key!r}")
+        raise ParamsError(f"{source}: {where}: keys must be non-empty strings, got {shown(key)}")
     key = _SHORTHAND.get(key, key)
     fields = section_fields()
     head = key.split(".", 1)[0]
@@ -135,7 +135,7 @@ def sweep_from_mapping(raw: Any, source: str = "<sweep>", base_dir: str | os.Pat
     elif isinstance(base, Mapping) or base is None:
         base_map, base_source = dict(base or {}), source
     else:
-        raise ParamsError(f"{source}: key 'base': expected a run parameter file name or a mapping, got {base!r}")
+        raise ParamsError(f"{source}: key 'base': expected a run parameter file name or a mapping, got {shown(base)}")
     overrides = raw.get("overrides") or {}
     if not isinstance(overrides, Mapping):
         raise ParamsError(f"{source}: key 'overrides': expected a mapping of dotted keys to values")
@@ -150,7 +150,7 @@ def sweep_from_mapping(raw: Any, source: str = "<sweep>", base_dir: str | os.Pat
         if key in axes:
             raise ParamsError(f"{source}: axes: '{k}' and another key both mean '{key}'")
         if not isinstance(values, list) or not values:
-            raise ParamsError(f"{source}: axes: key '{k}': expected a non-empty list of values, got {values!r}")
+            raise ParamsError(f"{source}: axes: key '{k}': expected a non-empty list of values, got {shown(values)}")
         axes[key] = list(values)
     variants = _variants(raw.get("variants"), source, axes)
     run_params(base_map, base_source)  # the base alone must be valid (clear errors before the grid)
@@ -172,7 +172,7 @@ def sweep_from_mapping(raw: Any, source: str = "<sweep>", base_dir: str | os.Pat
         where = f"{source} (run {rid})"
         params = run_params(mapping, where)
         if rid in seen:
-            raise ParamsError(f"{source}: axes: runs {seen[rid]} and {values} get the same folder name {rid!r}; "
+            raise ParamsError(f"{source}: axes: runs {shown(seen[rid])} and {shown(values)} get the same folder name {shown(rid)}; "
                               "make the values distinct")
         seen[rid] = values
         sweep.runs.append(RunSpec(rid, values, params))
@@ -185,17 +185,17 @@ def _variants(raw: Any, source: str, axes: Mapping[str, list]) -> dict[str, dict
         return {}
     if not isinstance(raw, Mapping) or not raw:
         raise ParamsError(f"{source}: key 'variants': expected a non-empty mapping of names to mappings of "
-                          f"dotted keys, got {raw!r}")
+                          f"dotted keys, got {shown(raw)}")
     out: dict[str, dict] = {}
     for name, keys in raw.items():
         if not isinstance(name, str) or _value_text(name) != name:
-            raise ParamsError(f"{source}: variants: name {name!r}: expected letters, digits, '.', '+' or '-' "
+            raise ParamsError(f"{source}: variants: name {shown(name)}: expected letters, digits, '.', '+' or '-' "
                               f"(it becomes part of a folder name)")
         if keys is None:
             keys = {}
         if not isinstance(keys, Mapping):
             raise ParamsError(f"{source}: variants: '{name}': expected a mapping of dotted keys to values, "
-                              f"got {keys!r}")
+                              f"got {shown(keys)}")
         norm: dict[str, Any] = {}
         for k, v in keys.items():
             key = normalise_key(k, source, f"variants: '{name}'")

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from dango_nb.errors import shown
 from dango_nb.schedules import SCHEDULES
 
 #: Learning-rate schedules (``TrainConfig.lr_schedule``); :mod:`dango_nb.train.callbacks` implements them.
@@ -112,7 +113,7 @@ class TrainConfig:
 
     def __post_init__(self):
         def bad(name: str, expected: str):
-            return ValueError(f"TrainConfig.{name}: expected {expected}, got {getattr(self, name)!r}")
+            return ValueError(f"TrainConfig.{name}: expected {expected}, got {shown(getattr(self, name))}")
 
         def integer(name: str, minimum: int, allow_none: bool = False):
             v = getattr(self, name)
