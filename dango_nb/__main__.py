@@ -383,6 +383,13 @@ def _run_evaluate(args) -> int:
                                            gpus_per_run=args.gpus_per_run, cpus_per_run=args.cpus_per_run,
                                            backend="inline" if args.inline else "ray",
                                            keep_runs=not args.no_keep_runs)
+    try:
+        options.check_config(config)
+        from dango_nb.train.device import check_device
+
+        check_device(config.device, config.precision)
+    except ValueError as err:
+        raise UsageError(f"--epochs/--transition-epoch/--train: {err}") from None
     src = _source_from_args(args)
     if src is None or ("string" in src and src["kuzmin"] is None):
         raise UsageError("evaluate needs triplets: give --preset, or --string together with --kuzmin")

@@ -220,6 +220,10 @@ class LossSchedulesParams:
             raise ValueError("schedules is empty")
         if self.transition_epoch < 0 or self.batch_size < 2 or self.widget_epochs < 1:
             raise ValueError("need transition_epoch >= 0, batch_size >= 2 and widget_epochs >= 1")
+        for epochs in (self.train.epochs, self.widget_epochs):  # each schedule overfits the batch
+            config = self.train.replace(epochs=epochs, transition_epoch=self.transition_epoch)
+            for name in self.schedules:
+                config.check_trains_interaction(SCHEDULES[name](self.transition_epoch))
 
 
 @dataclass
@@ -232,6 +236,9 @@ class EvaluationParams:
     train: TrainConfig = field(default_factory=TrainConfig)
     evaluation: EvaluationOptions = field(default_factory=EvaluationOptions)
     lambdas_file: str | None = None
+
+    def __post_init__(self):
+        self.evaluation.check_config(self.train)
 
 
 SCHEMAS: dict[str, type] = dict(zip(NOTEBOOKS, (LambdaParams, PretrainingParams, LossSchedulesParams,

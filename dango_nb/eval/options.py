@@ -114,6 +114,19 @@ class EvaluationOptions:
         if self.address is not None and self.backend == "inline":
             raise ParamsError("address needs backend 'ray' (backend 'inline' fits in this process)")
 
+    def check_config(self, config) -> None:
+        """Refuse (``ValueError`` naming ``transition_epoch``) a :class:`~dango_nb.train.TrainConfig`
+        under which one of the DANGO models of :attr:`models` (with its variant's schedule) would
+        never train the interaction loss; called where the options meet the config, before any fit."""
+        from dango_nb.eval.registry import MODELS
+        from dango_nb.schedules import get_schedule
+
+        for name in self.models:
+            spec = MODELS[name]
+            if spec.trains_dango:
+                variant = spec.variant.schedule if spec.variant is not None else None
+                config.check_trains_interaction(get_schedule(variant or config.schedule, config.transition_epoch))
+
     @property
     def uses_ray(self) -> bool:
         """Whether the DANGO fits go to Ray (several workers or a cluster), else in this process."""

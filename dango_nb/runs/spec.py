@@ -66,6 +66,7 @@ class RunParams:
     lambdas: dict[str, float] | None = None
 
     def __post_init__(self):
+        self.train.check_trains_interaction()  # a run always fits triplets
         if self.lambdas_file is not None and self.lambdas is not None:
             raise ValueError("give lambdas_file or lambdas, not both")
         if self.lambdas is not None:

@@ -218,12 +218,8 @@ class TrainingLoop:
         if not isinstance(config, TrainConfig):
             raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
         self.config, self.source, self.cell_graph = config, source, cell_graph
-        if source.trains_interaction and not config.interaction_epochs(schedule):
-            raise ValueError(
-                f"TrainConfig.transition_epoch: schedule {schedule.name!r} with transition_epoch="
-                f"{config.transition_epoch} gives the interaction loss weight 0 in all {config.epochs} epochs, "
-                f"so the interaction head would never be trained and best_epoch would be an untrained model; "
-                f"set epochs > transition_epoch, or train reconstruction only with dango_nb.train.pretrain")
+        if source.trains_interaction:
+            config.check_trains_interaction(schedule)
         check_edge_weights(cell_graph)
         self.device = resolve_device(config.device)
         log.info("dango_nb.train: %s on %s", source.name, self.device)
