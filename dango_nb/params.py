@@ -464,9 +464,9 @@ def load_lambdas(path: str | os.PathLike) -> dict[str, float]:
     lambdas = raw.get("lambdas") if isinstance(raw, dict) else None
     if not isinstance(lambdas, dict) or not lambdas:
         raise ParamsError(f"{path}: expected a JSON object with a non-empty 'lambdas' mapping")
-    out = {}
-    for k, v in lambdas.items():
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-            raise ParamsError(f"{path}: key 'lambdas.{k}': expected a positive number, got {shown(v)}")
-        out[str(k)] = float(v)
-    return out
+    from .lambdas import check_lambdas
+
+    try:
+        return check_lambdas(lambdas, str(path))
+    except ValueError as err:
+        raise ParamsError(str(err)) from None

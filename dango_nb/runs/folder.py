@@ -206,6 +206,8 @@ def train_run(params: RunParams | Mapping, out: str | os.PathLike, *, run_id: st
         check_device(params.train.device, params.train.precision)
     except ValueError as err:
         raise ParamsError(f"{source or out}: {err}") from None
+    if params.lambdas_file is not None:
+        resolve_lambdas(params, None)  # a missing or bad lambda file fails now, not after the data loads
     request = request_of(params)
     if is_complete(out):
         check_same_request(out, request)

@@ -70,9 +70,9 @@ class RunParams:
         if self.lambdas_file is not None and self.lambdas is not None:
             raise ValueError("give lambdas_file or lambdas, not both")
         if self.lambdas is not None:
-            bad = {k: v for k, v in self.lambdas.items() if not v > 0}
-            if bad:
-                raise ValueError(f"lambdas must be positive, got {bad}")
+            from ..lambdas import check_lambdas
+
+            self.lambdas = check_lambdas(self.lambdas)
 
 
 def section_fields() -> dict[str, list[str]]:

@@ -15,7 +15,8 @@
       split.fold: [0, 1]
 
 An axis or override key is ``data.<field>``, ``train.<TrainConfig field>``,
-``train.model.<Dango argument>`` or ``split.<field>``; a key without a section is a ``train`` key
+``train.model.<Dango argument>``, ``split.<field>``, ``lambdas_file``, ``lambdas`` or ``lambdas.<channel>``;
+a key without a section is a ``train`` key
 (``lr``, ``model.hidden_channels``), and ``split`` / ``fold`` stand for ``split.name`` / ``split.fold``.
 Unknown keys fail before anything runs, naming the file and the key; every expanded run is then
 validated like a run parameter file. A run's folder name is made of its axis values
@@ -83,6 +84,9 @@ def normalise_key(key: Any, source: str, where: str) -> str:
     if not isinstance(key, str) or not key:
         raise ParamsError(f"{source}: {where}: keys must be non-empty strings, got {shown(key)}")
     key = _SHORTHAND.get(key, key)
+    parts = key.split(".")
+    if key in ("lambdas", "lambdas_file") or (parts[0] == "lambdas" and len(parts) == 2 and parts[1]):
+        return key  # top-level keys of a run; lambdas.<channel> is checked with the run's lambdas
     fields = section_fields()
     head = key.split(".", 1)[0]
     if head not in ("data", "train", "split"):

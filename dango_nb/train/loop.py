@@ -46,6 +46,7 @@ from torch import Tensor
 from dango_nb import metrics
 from dango_nb.data.graph import channel_of
 from dango_nb.errors import TrainingDivergedError
+from dango_nb.lambdas import check_lambdas
 from dango_nb.losses import DangoLoss, lookup_lambda
 from dango_nb.models import Dango
 from dango_nb.schedules import Schedule
@@ -124,7 +125,7 @@ def _lambdas(lambdas) -> dict[str, float]:
         lambdas = lambdas.lambdas
     if not isinstance(lambdas, Mapping):
         raise TypeError(f"lambdas must be a mapping channel -> lambda, got {type(lambdas).__name__}")
-    return dict(lambdas)
+    return check_lambdas(lambdas)
 
 
 class DeviceGuard:
