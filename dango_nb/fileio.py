@@ -197,6 +197,25 @@ def read_yaml(path: str | os.PathLike) -> Any:
         raise ParamsError(f"{where}: not valid YAML: {getattr(err, 'problem', None) or err}") from None
 
 
+#: Limits of Linux file systems (``NAME_MAX``, ``PATH_MAX`` in bytes, terminating NUL included).
+NAME_MAX, PATH_MAX = 255, 4096
+
+
+def check_path_length(path: str | os.PathLike, what: str, reserve: int = 0) -> None:
+    """``ValueError`` naming ``what`` when ``path`` (with ``reserve`` bytes more for what will be
+    created inside it) is longer than ``PATH_MAX`` or has a component longer than ``NAME_MAX``: the
+    operating system would refuse it only when the first file is created, after work was done."""
+    text = os.fspath(path)
+    size = len(os.fsencode(text))
+    if size + reserve >= PATH_MAX:
+        raise ValueError(f"{what}: path of {size} bytes is too long ({PATH_MAX - 1 - reserve} at most here, "
+                         f"PATH_MAX {PATH_MAX}): {shown(text)}")
+    for part in Path(text).parts:
+        if len(os.fsencode(part)) > NAME_MAX:
+            raise ValueError(f"{what}: a file or folder name of {len(os.fsencode(part))} bytes is longer than "
+                             f"NAME_MAX ({NAME_MAX}): {shown(part)}")
+
+
 def atomic_save_torch(obj: Any, path: str | os.PathLike) -> None:
     import torch
 

@@ -27,7 +27,7 @@ import yaml
 
 from .errors import ParamsError, shown
 from .eval.options import EvaluationOptions
-from .fileio import load_yaml
+from .fileio import check_path_length, load_yaml
 from .schedules import SCHEDULES
 from .train.config import TrainConfig
 
@@ -72,6 +72,11 @@ class DataParams:
     kuzmin_file: str | None = None
 
     def __post_init__(self):
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed: expected an integer >= 0, got {shown(self.seed)}")
+        for key in ("data_dir", "string_file", "dango_folder", "kuzmin_file"):
+            if getattr(self, key) is not None:
+                check_path_length(getattr(self, key), key)
         if self.kuzmin_file is None and (self.string_file or self.dango_folder):
             raise ValueError("string_file / dango_folder need kuzmin_file as well (real data needs both)")
         if self.kuzmin_file is not None and not (self.string_file or self.dango_folder):

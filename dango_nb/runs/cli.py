@@ -91,9 +91,10 @@ def _add_sweep(p: argparse.ArgumentParser) -> None:
 def _run_sweep(args) -> int:
     from .executor import run_sweep
     from .folder import is_complete
-    from .sweep import load_sweep
+    from .sweep import check_out, load_sweep
 
     sweep = load_sweep(args.sweep)
+    check_out(sweep, args.out)
     if args.dry_run:
         for r in sweep.runs:
             done = is_complete(Path(args.out) / "runs" / r.run_id)

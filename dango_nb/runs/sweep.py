@@ -37,12 +37,17 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..errors import ParamsError, shown
-from ..fileio import read_yaml
+from ..fileio import NAME_MAX, check_path_length, read_yaml
 from .spec import RunParams, load_run_mapping, run_params, section_fields, set_key
 
-__all__ = ["RunSpec", "Sweep", "load_sweep", "sweep_from_mapping", "normalise_key"]
+__all__ = ["RunSpec", "Sweep", "check_out", "load_sweep", "sweep_from_mapping", "normalise_key"]
 
 _TOP = ("base", "overrides", "variants", "axes")
+#: Longest run id: its folder is built as ``.<run_id>.partial`` (NAME_MAX less 9 bytes).
+MAX_RUN_ID_BYTES = NAME_MAX - len("..partial")
+#: Bytes kept free below a run folder's path for the files a run writes inside it
+#: (``checkpoints/top/<name>.pt`` and temporary names).
+RUN_FILES_RESERVE = 200
 _SHORTHAND = {"split": "split.name", "fold": "split.fold"}
 
 
@@ -173,6 +178,10 @@ def sweep_from_mapping(raw: Any, source: str = "<sweep>", base_dir: str | os.Pat
             if k != "variant":
                 mapping = set_key(mapping, k, v, source)
         rid = run_id(values)
+        if len(rid.encode()) > MAX_RUN_ID_BYTES:
+            raise ParamsError(f"{source}: axes: run {shown(rid)}: its folder name is {len(rid.encode())} bytes, "
+                              f"more than the {MAX_RUN_ID_BYTES} a run folder may have (NAME_MAX {NAME_MAX} less "
+                              "'.' and '.partial'); use shorter axis values or variants")
         where = f"{source} (run {rid})"
         params = run_params(mapping, where)
         if rid in seen:
@@ -209,6 +218,17 @@ def _variants(raw: Any, source: str, axes: Mapping[str, list]) -> dict[str, dict
             norm[key] = v
         out[name] = norm
     return out
+
+
+def check_out(sweep: Sweep, out: str | os.PathLike) -> None:
+    """``ParamsError`` when a run folder of ``sweep`` under ``out`` would have a path longer than the
+    file system allows (with room for the files a run writes inside), before any run starts."""
+    runs = Path(out) / "runs"
+    for r in sweep.runs:
+        try:
+            check_path_length(runs / f".{r.run_id}.partial", f"run {r.run_id}", reserve=RUN_FILES_RESERVE)
+        except ValueError as err:
+            raise ParamsError(f"{sweep.source}: --out {shown(str(out))}: {err}") from None
 
 
 def load_sweep(path: str | os.PathLike) -> Sweep:
