@@ -27,7 +27,7 @@ import warnings
 from pathlib import Path
 from typing import Callable
 
-from dango_nb.argtypes import MAX_PARALLEL, finite_float, int_at_least, int_in, number_in  # noqa: F401
+from dango_nb.argtypes import MAX_SEED, finite_float, int_at_least, int_in, ray_address
 from dango_nb.errors import (CheckpointError, DataFormatError, ParamsError, SourceMismatchError, UnknownGenesError,
                              UsageError)
 from dango_nb.fileio import to_strict_json
@@ -35,6 +35,8 @@ from dango_nb.fileio import to_strict_json
 warnings.filterwarnings("ignore", category=DeprecationWarning, module="torch_geometric")
 
 PROG = "dango-nb"
+#: Most triplets scored per chunk / per forward pass (a chunk's tensors are allocated whole).
+MAX_CHUNK = 100_000_000
 
 
 #: Exceptions that mean bad input rather than a bug: reported as one line, exit status 2.
@@ -108,7 +110,7 @@ def _add_source_arguments(p: argparse.ArgumentParser, command: str) -> None:
     which.add_argument("--preset", choices=("tiny", "small", "kuzmin"), help="embedded synthetic benchmark preset")
     which.add_argument("--string", type=existing_path, default=None,
                        help="STRING protein.links.detailed file or DANGO release folder")
-    g.add_argument("--data-seed", type=int_at_least(0), default=None,
+    g.add_argument("--data-seed", type=int_in(0, MAX_SEED), default=None,
                    help="with --preset: seed of the synthetic benchmark (default 0)")
     g.add_argument("--data-dir", default=None, help="with --preset: where the benchmark lives / is generated")
     g.add_argument("--kuzmin", type=existing_file, default=None,
@@ -208,9 +210,9 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--all", action="store_true", help="with --genes: keep every triplet (no threshold)")
     p.add_argument("--top-k", type=int_at_least(1), default=None,
                    help="checkpoints per run directory, best first (default: all kept)")
-    p.add_argument("--chunk-size", type=int_at_least(1), default=200_000,
+    p.add_argument("--chunk-size", type=int_in(1, MAX_CHUNK), default=200_000,
                    help="triplets scored per chunk (memory bound)")
-    p.add_argument("--batch-size", type=int_at_least(1), default=4096, help="triplets per model forward pass")
+    p.add_argument("--batch-size", type=int_in(1, MAX_CHUNK), default=4096, help="triplets per model forward pass")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_source_arguments(p, "predict")
 
@@ -321,10 +323,10 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ensemble-seeds", type=int, default=d.ensemble_seeds)
     p.add_argument("--ensemble-top-k", type=int, default=d.ensemble_top_k)
     p.add_argument("--n-boot", type=int, default=d.n_boot)
-    p.add_argument("--seed", type=int_at_least(0), default=0)
+    p.add_argument("--seed", type=int_in(0, MAX_SEED), default=0)
     p.add_argument("--workers", type=int, default=d.workers,
                    help="DANGO fits at the same time (more than 1: on a local Ray; default 1, in this process)")
-    p.add_argument("--address", default=d.address, help="Ray cluster address (auto, ray://HOST:10001)")
+    p.add_argument("--address", type=ray_address, default=d.address, help="Ray cluster address (auto, ray://HOST:10001)")
     p.add_argument("--gpus-per-run", type=float, default=d.gpus_per_run, help="GPUs per fit on Ray (0.25: four share one)")
     p.add_argument("--cpus-per-run", type=int, default=d.cpus_per_run, help="CPUs (torch threads) per fit on Ray")
     p.add_argument("--inline", action="store_true", help="fit one after another in this process (no Ray)")

@@ -9,14 +9,39 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 from typing import Callable
 
 from dango_nb.errors import shown
 
-__all__ = ["MAX_PARALLEL", "finite_float", "int_at_least", "int_in", "number_in"]
+__all__ = ["MAX_GPUS", "MAX_PARALLEL", "MAX_SEED", "check_ray_address", "finite_float", "int_at_least", "int_in",
+           "number_in", "ray_address"]
 
 #: Most workers / threads / CPUs one command may ask for (far above any machine's core count).
 MAX_PARALLEL = 4096
+#: Most GPUs one run may ask for.
+MAX_GPUS = 64
+#: Largest seed: torch takes seeds below 2**64 (``torch.manual_seed``).
+MAX_SEED = 2**64 - 1
+
+_RAY_ADDRESS = re.compile(r"(auto|local|(ray://)?[^\s:/]+:(\d{1,5}))")
+
+
+def check_ray_address(text) -> str:
+    """``text`` if it is a Ray address (``auto``, ``local``, ``HOST:PORT`` or ``ray://HOST:PORT``),
+    else ``ValueError``: a typo fails here, not after a connection attempt."""
+    m = _RAY_ADDRESS.fullmatch(text) if isinstance(text, str) else None
+    if m is None or (m.group(3) is not None and not 0 < int(m.group(3)) < 65536):
+        raise ValueError(f"expected a Ray address: 'auto', HOST:PORT or ray://HOST:10001, got {shown(text)}")
+    return text
+
+
+def ray_address(text: str) -> str:
+    """argparse type of ``--address`` (see :func:`check_ray_address`)."""
+    try:
+        return check_ray_address(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def int_in(minimum: int, maximum: int | None = None) -> Callable[[str], int]:

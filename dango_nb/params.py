@@ -25,6 +25,7 @@ from typing import Any, Literal, Mapping, Union
 
 import yaml
 
+from .argtypes import MAX_SEED
 from .errors import ParamsError, shown
 from .eval.options import EvaluationOptions
 from .fileio import check_path_length, load_yaml
@@ -72,8 +73,8 @@ class DataParams:
     kuzmin_file: str | None = None
 
     def __post_init__(self):
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed: expected an integer >= 0, got {shown(self.seed)}")
+        if not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
+            raise ValueError(f"seed: expected an integer from 0 to {MAX_SEED}, got {shown(self.seed)}")
         for key in ("data_dir", "string_file", "dango_folder", "kuzmin_file"):
             if getattr(self, key) is not None:
                 check_path_length(getattr(self, key), key)

@@ -13,10 +13,10 @@ import os
 import sys
 from pathlib import Path
 
-from ..argtypes import MAX_PARALLEL, int_in, number_in
+from ..argtypes import MAX_GPUS, MAX_PARALLEL, int_in, number_in, ray_address
 
-#: Most GPUs one run may ask for, and most retries of a run whose worker died.
-MAX_GPUS, MAX_RETRIES = 64, 100
+#: Most retries of a run whose worker died.
+MAX_RETRIES = 100
 
 __all__ = ["COMMANDS", "add_parsers", "add_predict_run_argument", "run_checkpoint_paths", "expand_runs"]
 
@@ -74,7 +74,7 @@ def _run_train(args) -> int:
 def _add_sweep(p: argparse.ArgumentParser) -> None:
     p.add_argument("sweep", help="sweep file (base + axes), e.g. params/tiny/sweep.yaml")
     p.add_argument("--out", required=True, help="sweep folder, e.g. sweeps/NAME (runs under NAME/runs/)")
-    p.add_argument("--address", default=None,
+    p.add_argument("--address", type=ray_address, default=None,
                    help="Ray cluster: 'auto' (a cluster started with `ray start`) or ray://HOST:10001; "
                         "default: a local Ray started inside this command")
     p.add_argument("--workers", type=int_in(1, MAX_PARALLEL), default=None,

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from dango_nb.argtypes import MAX_SEED
 from dango_nb.errors import shown
 from dango_nb.schedules import SCHEDULES
 
@@ -42,8 +43,7 @@ PRECISIONS = ("fp32", "bf16")
 #: Most epochs (and the largest transition epoch) a config may ask for: per-epoch tables and
 #: schedules are built epoch by epoch, so a larger count would only hang.
 MAX_EPOCHS = 100_000
-#: Seeds torch accepts (``torch.manual_seed``: below 2**64).
-MAX_SEED = 2**64 - 1
+
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
