@@ -54,31 +54,29 @@ ACCEPTED_ARGS: dict[tuple[str, str], tuple[tuple[str, ...], str]] = {
 
 #: run parameter key -> YAML values accepted on purpose, with the reason.
 ACCEPTED_VALUES: dict[str, tuple[tuple[str, ...], str]] = {
-    "data.seed": (("0", HUGE), "any non-negative integer seeds the synthetic benchmark (numpy takes big ints)"),
+    "data.seed": (("0",), "seed 0 is the default benchmark"),
     "data.data_dir": (("abc",), "a folder name; the benchmark is generated there"),
     "train.batch_size": ((HUGE,), "a batch larger than the data is the whole data, one step per epoch"),
-    "train.lr": (("1.0e+30",), "any positive finite rate is a valid setting; a run that diverges stops with "
+    "train.lr": (("1.0e+30", HUGE), "any positive finite rate is a valid setting; a run that diverges stops with "
                                "TrainingDivergedError naming epoch and step"),
-    "train.weight_decay": (("0", "1.0e+30"), "0 is the default; any finite decay is a valid setting (divergence "
+    "train.weight_decay": (("0", "1.0e+30", HUGE), "0 is the default; any finite decay is a valid setting (divergence "
                                              "guard as for lr)"),
     "train.lr_min": (("0",), "0 is the default floor"),
     "train.lr_patience": (("0", HUGE), "patience counts epochs: 0 reduces at once, a huge one never"),
     "train.transition_epoch": (("0",), "T = 0: no reconstruction-only epochs"),
-    "train.grad_clip": (("1.0e+30",), "a clip norm no gradient reaches: clipping off in effect"),
-    "train.divergence_factor": (("1.0e+30",), "a factor no loss reaches: the growth check off in effect"),
+    "train.grad_clip": (("1.0e+30", HUGE), "a clip norm no gradient reaches: clipping off in effect"),
+    "train.divergence_factor": (("1.0e+30", HUGE), "a factor no loss reaches: the growth check off in effect"),
     "train.early_stopping_patience": ((HUGE,), "patience larger than the run: never stops early"),
     "train.seed": (("0",), "a seed"),
     "train.keep_top_k": (("0", HUGE), "0 keeps no top-k checkpoints, more than the epochs keeps all"),
-    "train.checkpoint_dir": (("abc",), "replaced by the run folder's own checkpoints/ folder"),
-    "train.model.beta_init": (("-1", "0", "1.0e+30"), "ReZero's initial residual weight: any finite value; "
+    "train.model.beta_init": (("-1", "0", "1.0e+30", HUGE), "ReZero's initial residual weight: any finite value; "
                                                       "0 is the default"),
     "train.model.attention_dropout": (("0",), "no dropout (the default)"),
     "train.model.projection_dropout": (("0",), "no dropout (the default)"),
     "train.model.output_dropout": (("0",), "no dropout (the default)"),
     "train.model.feed_forward_dropout": (("0",), "no dropout (the default)"),
     "split.fold": (("0",), "fold 0"),
-    "split.seed": (("0", HUGE), "any non-negative integer seeds the split (numpy takes big ints)"),
-    "lambdas_file": ((), ""),
+    "split.seed": (("0",), "a seed"),
 }
 
 
@@ -274,3 +272,134 @@ def test_every_run_parameter_key_refuses_bad_values(key, inputs, no_work, tmp_pa
         if out.exists() or any(p.name.startswith(".run") for p in tmp_path.iterdir()):
             problems.append(f"{key}={value}: the run folder (or its partial folder) was created")
     assert not problems, "\n".join(problems)
+
+
+# ------------------------------------------------------------------------------ specific inputs
+_BOMB = "".join([
+    "a: &a [" + ", ".join(['"lol"'] * 9) + "]\n",
+    *(f"{x}: &{x} [" + ", ".join([f"*{p}"] * 9) + "]\n" for p, x in zip("abcdefg", "bcdefgh")),
+])
+
+
+def _limited(argv: list[str], tmp_path: Path, gib: float = 2.0):
+    """Run the command line in a child process whose heap is capped at ``gib`` GiB."""
+    import os
+    import resource
+    import subprocess
+    import sys
+
+    def cap():
+        limit = int(gib * 2**30)
+        resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "dango_nb", *argv], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300, preexec_fn=cap)
+
+
+def test_alias_bomb_in_run_and_sweep_files_fails_fast_in_bounded_memory(tmp_path):
+    run = tmp_path / "bomb.yaml"
+    run.write_text("data: {preset: tiny}\n" + _BOMB + "train: {epochs: [*h, *h]}\n")
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(_BOMB + "base: {data: {preset: tiny}}\naxes: {train.seed: [*h]}\n")
+    # the error names the first value that expands beyond the limit: 9**6 values at list "f"
+    for argv, cmd, where in ((["train", str(run), "--out", str(tmp_path / "r")], "train", f"{run}:7"),
+                             (["sweep", str(sweep), "--out", str(tmp_path / "s"), "--dry-run"], "sweep", f"{sweep}:6")):
+        proc = _limited(argv, tmp_path)
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        assert proc.stderr.strip().splitlines() == [
+            f"dango-nb {cmd}: error: {where}: aliases ('*name') expand this value to more than 100,000 values; "
+            "write the values out or use fewer aliases"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bomb.yaml", "sweep.yaml"]
+
+
+def test_values_shown_in_messages_are_bounded(inputs, no_work, tmp_path, capsys):
+    long = "[" + ", ".join(["1"] * 50_000) + "]"
+    assert main(["train", str(inputs / "train.yaml"), "--set", f"train.epochs={long}", "--out",
+                 str(tmp_path / "r")]) == 2
+    line = _one_error_line(capsys.readouterr().err, "train")
+    assert "key 'train.epochs': expected an integer, got list [1, 1, 1, 1, 1, 1, ...]" in line and len(line) < 400
+
+
+@pytest.mark.parametrize("sets, message", [
+    (["x"], "--set expects KEY=VALUE (e.g. train.epochs=5), got 'x'"),
+    (["train.epochs=[1"], "--set train.epochs: not a YAML value: '[1'"),
+    (["train.epochs=1000000000"], "TrainConfig.epochs: expected an integer from 1 to 100000, got 1000000000"),
+    (["train.epochs=3", "train.transition_epoch=3"],
+     "TrainConfig.transition_epoch: schedule 'PreThenPost' with transition_epoch=3 gives the interaction loss "
+     "weight 0 in all 3 epochs"),
+    (["train.schedule=PaperTwoStage", "train.epochs=2", "train.transition_epoch=5"],
+     "TrainConfig.transition_epoch: schedule 'PaperTwoStage' with transition_epoch=5"),
+    (["lambdas={coexpresion: 1.0}"], "key 'lambdas.coexpresion': not a STRING channel; expected one of "
+                                     "neighborhood, fusion, cooccurence, coexpression"),
+    (["lambdas.coexpression=.inf"], "key 'lambdas.coexpression': expected a number > 0 and <= 1e+06, got inf"),
+    (["lambdas_file=missing.json"], "missing.json: lambda file not found"),
+])
+def test_run_parameters_refused_before_any_work(inputs, no_work, tmp_path, capsys, sets, message):
+    out = tmp_path / "r"
+    argv = ["train", str(inputs / "train.yaml"), "--out", str(out)]
+    for s in sets:
+        argv += ["--set", s]
+    assert main(argv) == 2
+    line = _one_error_line(capsys.readouterr().err, "train")
+    assert message in line, line
+    assert not out.exists() and not (tmp_path / ".r.partial").exists()
+
+
+def test_lambda_file_with_infinity_is_refused(tmp_path):
+    from dango_nb.errors import ParamsError
+    from dango_nb.params import load_lambdas
+
+    path = tmp_path / "lambdas.json"
+    path.write_text('{"lambdas": {"coexpression": Infinity, "fusion": 1.0}}')
+    with pytest.raises(ParamsError, match=rf"^{path}: key 'lambdas.coexpression': expected a number > 0"):
+        load_lambdas(path)
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize("sets, message", [
+    (["train.device=cuda"], "TrainConfig.device: 'cuda' requested but CUDA is not available on this machine"),
+    (["train.precision=bf16"], "TrainConfig.precision: 'bf16' needs a CUDA device, the run is on cpu"),
+])
+def test_device_and_precision_checked_against_the_machine(inputs, no_work, tmp_path, capsys, sets, message):
+    out = tmp_path / "r"
+    assert main(["train", str(inputs / "train.yaml"), "--out", str(out), "--set", *sets]) == 2
+    assert message in _one_error_line(capsys.readouterr().err, "train")
+    assert not out.exists()
+    assert main(["evaluate", "--preset", "tiny", "--out", str(tmp_path / "ev"), "--train",
+                 '{"%s": "%s"}' % tuple(sets[0].split(".", 1)[1].split("="))]) == 2
+    assert message in _one_error_line(capsys.readouterr().err, "evaluate")
+    assert not (tmp_path / "ev").exists()
+
+
+def test_sweep_paths_beyond_the_file_system_limits_fail_the_dry_run(inputs, tmp_path, capsys):
+    sweep = inputs / "long.yaml"
+    sweep.write_text("base: train.yaml\naxes:\n  train.model.activation: [relu, " + "r" * 250 + "]\n")
+    assert main(["sweep", str(sweep), "--out", str(tmp_path / "s"), "--dry-run"]) == 2
+    line = _one_error_line(capsys.readouterr().err, "sweep")
+    assert "its folder name is 261 bytes, more than the 246 a run folder may have (NAME_MAX 255" in line
+    deep = tmp_path / "/".join(["d" * 200] * 20)
+    assert main(["sweep", str(inputs / "sweep.yaml"), "--out", str(deep), "--dry-run"]) == 2
+    line = _one_error_line(capsys.readouterr().err, "sweep")
+    assert "--out" in line and "is too long" in line and "PATH_MAX 4096" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+
+
+def test_notebook_params_refuse_a_schedule_that_never_trains_the_interaction_loss(tmp_path):
+    import shutil
+
+    import yaml
+
+    from dango_nb.errors import ParamsError
+    from dango_nb.params import load_param_dir
+
+    root = Path(__file__).resolve().parents[1] / "params" / "tiny"
+    for f in root.glob("0*.yaml"):
+        shutil.copy(f, tmp_path / f.name)
+    ev = tmp_path / "04_evaluation.yaml"
+    raw = yaml.safe_load(ev.read_text())
+    raw.setdefault("train", {}).update(epochs=3, transition_epoch=3, schedule="PreThenPost")
+    ev.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ParamsError, match=rf"^{ev}: .*TrainConfig.transition_epoch: schedule 'PreThenPost' with "
+                                          r"transition_epoch=3 gives the interaction loss weight 0 in all 3 epochs"):
+        load_param_dir(tmp_path)

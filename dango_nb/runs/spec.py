@@ -46,6 +46,13 @@ class SplitParams:
     n_test_genes: int | None = None
 
     def __post_init__(self):
+        from ..argtypes import MAX_SEED
+        from ..eval.options import MAX_FOLDS
+
+        if not 2 <= self.n_folds <= MAX_FOLDS:
+            raise ValueError(f"n_folds: expected an integer from 2 to {MAX_FOLDS}, got {self.n_folds}")
+        if self.seed is not None and not 0 <= self.seed <= MAX_SEED:
+            raise ValueError(f"seed: expected null or an integer from 0 to {MAX_SEED}, got {self.seed}")
         if self.n_folds < 2 or not 0 <= self.fold < self.n_folds:
             raise ValueError(f"need n_folds >= 2 and 0 <= fold < n_folds, got fold={self.fold}, "
                              f"n_folds={self.n_folds}")
