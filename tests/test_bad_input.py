@@ -275,9 +275,10 @@ def test_every_run_parameter_key_refuses_bad_values(key, inputs, no_work, tmp_pa
 
 
 # ------------------------------------------------------------------------------ specific inputs
+# "billion laughs" as the items of one list: 9**8 = 43 million strings once expanded
 _BOMB = "".join([
-    "a: &a [" + ", ".join(['"lol"'] * 9) + "]\n",
-    *(f"{x}: &{x} [" + ", ".join([f"*{p}"] * 9) + "]\n" for p, x in zip("abcdefg", "bcdefgh")),
+    "    - &a [" + ", ".join(['"lol"'] * 9) + "]\n",
+    *(f"    - &{x} [" + ", ".join([f"*{p}"] * 9) + "]\n" for p, x in zip("abcdefg", "bcdefgh")),
 ])
 
 
@@ -299,16 +300,16 @@ def _limited(argv: list[str], tmp_path: Path, gib: float = 2.0):
 
 def test_alias_bomb_in_run_and_sweep_files_fails_fast_in_bounded_memory(tmp_path):
     run = tmp_path / "bomb.yaml"
-    run.write_text("data: {preset: tiny}\n" + _BOMB + "train: {epochs: [*h, *h]}\n")
+    run.write_text("data: {preset: tiny}\ntrain:\n  epochs:\n" + _BOMB)
     sweep = tmp_path / "sweep.yaml"
-    sweep.write_text(_BOMB + "base: {data: {preset: tiny}}\naxes: {train.seed: [*h]}\n")
-    # the error names the first value that expands beyond the limit: 9**6 values at list "f"
-    for argv, cmd, where in ((["train", str(run), "--out", str(tmp_path / "r")], "train", f"{run}:7"),
-                             (["sweep", str(sweep), "--out", str(tmp_path / "s"), "--dry-run"], "sweep", f"{sweep}:6")):
+    sweep.write_text("base: {data: {preset: tiny}}\naxes:\n  train.seed:\n" + _BOMB)
+    # the error names the first value that expands beyond the limit: 9**6 values in list "f", line 9
+    for argv, cmd, path in ((["train", str(run), "--out", str(tmp_path / "r")], "train", run),
+                            (["sweep", str(sweep), "--out", str(tmp_path / "s"), "--dry-run"], "sweep", sweep)):
         proc = _limited(argv, tmp_path)
         assert proc.returncode == 2, proc.stderr[-2000:]
         assert proc.stderr.strip().splitlines() == [
-            f"dango-nb {cmd}: error: {where}: aliases ('*name') expand this value to more than 100,000 values; "
+            f"dango-nb {cmd}: error: {path}:9: aliases ('*name') expand this value to more than 100,000 values; "
             "write the values out or use fewer aliases"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bomb.yaml", "sweep.yaml"]
 
