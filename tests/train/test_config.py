@@ -57,7 +57,7 @@ def test_evaluation_options_in_params_are_the_library_dataclass(tmp_path):
 
     path = tmp_path / "04_evaluation.yaml"
     path.write_text("evaluation:\n  models: [mean, dango_turbo]\n")
-    with pytest.raises(ParamsError, match=r"04_evaluation.yaml: 'evaluation': unknown model\(s\) \['dango_turbo'\]"):
+    with pytest.raises(ParamsError, match=r"04_evaluation.yaml: 'evaluation': models: unknown model\(s\) \['dango_turbo'\]"):
         P.load_params(path)
     path.write_text("evaluation:\n  models: [mean]\n  n_boot: 0\n")
     got = P.load_params(path).evaluation
