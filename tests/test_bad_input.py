@@ -404,3 +404,13 @@ def test_notebook_params_refuse_a_schedule_that_never_trains_the_interaction_los
     with pytest.raises(ParamsError, match=rf"^{ev}: .*TrainConfig.transition_epoch: schedule 'PreThenPost' with "
                                           r"transition_epoch=3 gives the interaction loss weight 0 in all 3 epochs"):
         load_param_dir(tmp_path)
+
+
+@pytest.mark.parametrize("kw, name", [({"workers": 0}, "workers"), ({"cpus_per_run": 0}, "cpus_per_run"),
+                                      ({"max_retries": -1}, "max_retries"), ({"gpus_per_run": -1.0}, "gpus_per_run"),
+                                      ({"gpus_per_run": float("nan")}, "gpus_per_run")])
+def test_run_many_refuses_counts_that_would_hang_before_anything_starts(kw, name):
+    from dango_nb.runs.executor import run_many
+
+    with pytest.raises(ValueError, match=rf"^{name} must be "):
+        run_many([], backend="inline", progress=False, **kw)
