@@ -371,6 +371,20 @@ def test_device_and_precision_checked_against_the_machine(inputs, no_work, tmp_p
                  '{"%s": "%s"}' % tuple(sets[0].split(".", 1)[1].split("="))]) == 2
     assert message in _one_error_line(capsys.readouterr().err, "evaluate")
     assert not (tmp_path / "ev").exists()
+    sweep = inputs / "dev.yaml"
+    sweep.write_text("base: train.yaml\noverrides: {%s: %s}\naxes: {train.seed: [0, 1]}\n" % tuple(sets[0].split("=")))
+    assert main(["sweep", str(sweep), "--out", str(tmp_path / "sw"), "--dry-run"]) == 2
+    assert message in _one_error_line(capsys.readouterr().err, "sweep")
+    assert not (tmp_path / "sw").exists()
+
+
+def test_evaluate_refuses_a_schedule_that_never_trains_the_interaction_loss(no_work, tmp_path, capsys):
+    assert main(["evaluate", "--preset", "tiny", "--out", str(tmp_path / "ev"), "--epochs", "3",
+                 "--transition-epoch", "3"]) == 2
+    line = _one_error_line(capsys.readouterr().err, "evaluate")
+    assert ("TrainConfig.transition_epoch: schedule 'PreThenPost' with transition_epoch=3 gives the interaction "
+            "loss weight 0 in all 3 epochs") in line
+    assert not (tmp_path / "ev").exists()
 
 
 def test_sweep_paths_beyond_the_file_system_limits_fail_the_dry_run(inputs, tmp_path, capsys):

@@ -95,6 +95,15 @@ def _run_sweep(args) -> int:
 
     sweep = load_sweep(args.sweep)
     check_out(sweep, args.out)
+    if args.address is None:  # runs on this machine: its devices are the ones they get
+        from ..errors import ParamsError
+        from ._api import check_device
+
+        for r in sweep.runs:
+            try:
+                check_device(r.params.train.device, r.params.train.precision)
+            except ValueError as err:
+                raise ParamsError(f"{args.sweep} (run {r.run_id}): {err}") from None
     if args.dry_run:
         for r in sweep.runs:
             done = is_complete(Path(args.out) / "runs" / r.run_id)
