@@ -335,6 +335,8 @@ def test_values_shown_in_messages_are_bounded(inputs, no_work, tmp_path, capsys)
                                      "neighborhood, fusion, cooccurence, coexpression"),
     (["lambdas.coexpression=.inf"], "key 'lambdas.coexpression': expected a number > 0 and <= 1e+06, got inf"),
     (["lambdas_file=missing.json"], "missing.json: lambda file not found"),
+    (["data.data_dir=/tmp/" + "d" * 300], "data_dir: a file or folder name of 300 bytes is longer than NAME_MAX (255)"),
+    (["data.data_dir=" + "/d" * 2100], "data_dir: path of 4200 bytes is too long (4095 at most here, PATH_MAX 4096)"),
 ])
 def test_run_parameters_refused_before_any_work(inputs, no_work, tmp_path, capsys, sets, message):
     out = tmp_path / "r"
