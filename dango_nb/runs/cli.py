@@ -23,7 +23,9 @@ __all__ = ["COMMANDS", "add_parsers", "add_predict_run_argument", "run_checkpoin
 
 def _parse_set(items) -> dict:
     """``--set KEY=VALUE`` items -> {key: value}, each value read as YAML (the same reader as files)."""
-    from ..errors import ParamsError, UsageError, shown
+    import yaml
+
+    from ..errors import UsageError, shown
     from ..fileio import load_yaml
 
     out = {}
@@ -33,9 +35,7 @@ def _parse_set(items) -> dict:
             raise UsageError(f"--set expects KEY=VALUE (e.g. train.epochs=5), got {shown(item)}")
         try:
             out[key] = load_yaml(value, f"--set {key}")
-        except ParamsError:
-            raise
-        except Exception as err:  # yaml.YAMLError: not a value
+        except yaml.YAMLError as err:
             raise UsageError(f"--set {key}: not a YAML value: {shown(value)} "
                              f"({getattr(err, 'problem', None) or type(err).__name__})") from None
     return out
