@@ -459,7 +459,7 @@ def test_predict_scores_in_chunks_like_the_forward_pass():
     ({"hidden_size": 8}, "hidden_size: unknown key; Dango takes hidden_channels"),
     ({"attention_activation": 3}, "attention_activation: expected a str, got 3"),
     ({"attention_activation": "bogus"}, "attention_activation: expected null or a torch activation name"),
-    ({"attention_dropout": "high"}, "attention_dropout: expected a finite number"),
+    ({"attention_dropout": "high"}, r"attention_dropout: expected a probability in \[0, 1\)"),
 ])
 def test_hyperparameters_checked_against_the_signature(kwargs, match):
     with pytest.raises(ValueError, match=match):
