@@ -430,8 +430,16 @@ def _register_run_commands() -> None:
 _register_run_commands()
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the package's error style: the one line ``<prog>: error: <message>`` and exit
+    status 2, without the usage block above it (``--help`` shows the usage)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description="dango_nb command line")
+    parser = _Parser(prog=PROG, description="dango_nb command line")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (add, run, help_) in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_)
