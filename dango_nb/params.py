@@ -30,7 +30,10 @@ from .errors import ParamsError, shown
 from .eval.options import EvaluationOptions
 from .fileio import check_path_length, load_yaml
 from .schedules import SCHEDULES
-from .train.config import TrainConfig
+from .train.config import MAX_EPOCHS, TrainConfig
+
+#: Upper bounds of notebook counts (beyond them a notebook would only exhaust memory).
+MAX_NEGATIVES, MAX_BATCH = 1000, 10_000_000
 
 __all__ = [
     "NOTEBOOKS", "SCHEMAS", "DataParams", "LambdaParams", "PretrainingParams", "LossSchedulesParams",
@@ -142,6 +145,8 @@ class LambdaParams:
     reference_pct: dict[str, float] = field(default_factory=lambda: dict(PAPER_REFERENCE_PCT))
 
     def __post_init__(self):
+        if self.threshold_pct != self.threshold_pct:
+            raise ValueError("threshold_pct: expected a number (a percentage), got nan")
         if (self.earlier_string is None) != (self.later_string is None):
             raise ValueError("give both earlier_string and later_string, or neither")
 
@@ -192,12 +197,13 @@ class PretrainingParams:
     lambdas_file: str | None = None
 
     def __post_init__(self):
-        if self.finetune_epochs < 0:
-            raise ValueError(f"finetune_epochs must be >= 0, got {self.finetune_epochs}")
+        if not 0 <= self.finetune_epochs <= MAX_EPOCHS:
+            raise ValueError(f"finetune_epochs: expected an integer from 0 to {MAX_EPOCHS}, got {self.finetune_epochs}")
         if not 0.0 < self.holdout_fraction < 1.0:
             raise ValueError(f"holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
-        if self.negatives_per_positive < 1:
-            raise ValueError("negatives_per_positive must be at least 1")
+        if not 1 <= self.negatives_per_positive <= MAX_NEGATIVES:
+            raise ValueError(f"negatives_per_positive: expected an integer from 1 to {MAX_NEGATIVES}, "
+                             f"got {self.negatives_per_positive}")
 
 
 @dataclass
@@ -226,6 +232,9 @@ class LossSchedulesParams:
             raise ValueError("schedules is empty")
         if self.transition_epoch < 0 or self.batch_size < 2 or self.widget_epochs < 1:
             raise ValueError("need transition_epoch >= 0, batch_size >= 2 and widget_epochs >= 1")
+        for key, most in (("transition_epoch", MAX_EPOCHS), ("widget_epochs", MAX_EPOCHS), ("batch_size", MAX_BATCH)):
+            if getattr(self, key) > most:
+                raise ValueError(f"{key}: expected at most {most}, got {getattr(self, key)}")
         for epochs in (self.train.epochs, self.widget_epochs):  # each schedule overfits the batch
             config = self.train.replace(epochs=epochs, transition_epoch=self.transition_epoch)
             for name in self.schedules:

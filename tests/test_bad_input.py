@@ -429,3 +429,72 @@ def test_run_many_refuses_counts_that_would_hang_before_anything_starts(kw, name
 
     with pytest.raises(ValueError, match=rf"^{name} must be "):
         run_many([], backend="inline", progress=False, **kw)
+
+
+# ------------------------------------------------------------------------------ notebook parameter keys
+#: (notebook stem, key) -> YAML values accepted on purpose, with the reason.
+ACCEPTED_NOTEBOOK_VALUES: dict[tuple[str, str], tuple[tuple[str, ...], str]] = {
+    ("01_lambda_determination", "threshold_pct"): (("-1", "0", "1.0e+30", HUGE, ".inf", "-.inf"),
+                                                   "a percentage threshold: below 0 every channel gets the low "
+                                                   "lambda, above 100 (or inf) none does"),
+    ("02_pretraining", "finetune_epochs"): (("0",), "0: no fine-tuning (the default)"),
+    ("02_pretraining", "lambdas_file"): (("abc",), "a file name, read when the notebook runs"),
+    ("03_loss_schedules", "transition_epoch"): (("0",), "T = 0: no reconstruction-only epochs"),
+    ("03_loss_schedules", "lambdas_file"): (("abc",), "a file name, read when the notebook runs"),
+    ("04_evaluation", "lambdas_file"): (("abc",), "a file name, read when the notebook runs"),
+    ("04_evaluation", "evaluation.n_boot"): (("0",), "no bootstrap intervals"),
+    ("04_evaluation", "evaluation.pretrain_epochs"): (("0",), "0: the default (transition_epoch, else 10)"),
+    ("04_evaluation", "evaluation.ensemble_top_k"): ((HUGE,), "more checkpoints than a run kept means all"),
+    ("04_evaluation", "evaluation.gpus_per_run"): (("0",), "no GPU per fit (the default)"),
+}
+
+
+def _notebook_keys() -> list[tuple[str, str]]:
+    """Every key of the notebooks' schemas except ``data`` / ``train`` (the run keys above)."""
+    from dango_nb.params import SCHEMAS
+
+    out = []
+    for stem, cls in SCHEMAS.items():
+        for f in dataclasses.fields(cls):
+            if f.name in ("data", "train"):
+                continue
+            if dataclasses.is_dataclass(typing.get_type_hints(cls)[f.name]):
+                out += [(stem, f"{f.name}.{g.name}") for g in dataclasses.fields(typing.get_type_hints(cls)[f.name])]
+            else:
+                out.append((stem, f.name))
+    return out
+
+
+@pytest.mark.parametrize("stem,key", _notebook_keys())
+def test_every_notebook_parameter_key_refuses_bad_values(stem, key, tmp_path):
+    import yaml
+
+    from dango_nb.errors import ParamsError
+    from dango_nb.params import load_params
+
+    base = yaml.safe_load(Path(__file__).resolve().parents[1].joinpath("params", "tiny", f"{stem}.yaml").read_text())
+    accepted, reason = ACCEPTED_NOTEBOOK_VALUES.get((stem, key), ((), ""))
+    problems = []
+    for value in BAD_VALUES:
+        raw = dict(base)
+        head, _, tail = key.partition(".")
+        if tail:
+            raw[head] = {**(raw.get(head) or {}), tail: yaml.safe_load(value)}
+        else:
+            raw[head] = yaml.safe_load(value)
+        path = tmp_path / f"{stem}.yaml"
+        path.write_text(yaml.safe_dump(raw))
+        try:
+            load_params(path)
+            outcome = None
+        except ParamsError as err:
+            outcome = str(err)
+        if value in accepted:
+            if outcome is not None:
+                problems.append(f"{key}={value}: accepted on purpose ({reason}) but refused: {outcome}")
+            continue
+        if outcome is None:
+            problems.append(f"{key}={value}: accepted")
+        elif key.split(".")[-1] not in outcome or "\n" in outcome or not outcome.startswith(str(path)):
+            problems.append(f"{key}={value}: message does not name file and key: {outcome}")
+    assert not problems, "\n".join(problems)
