@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import tempfile
@@ -27,18 +26,17 @@ import warnings
 from pathlib import Path
 from typing import Callable
 
+from dango_nb.argtypes import MAX_SEED, finite_float, int_at_least, int_in, ray_address
 from dango_nb.errors import (CheckpointError, DataFormatError, OutputFolderError, ParamsError, SourceMismatchError,
-                             UnknownGenesError)
+                             UnknownGenesError, UsageError)
 from dango_nb.fileio import to_strict_json
 from dango_nb.sources import own_source, source_options
 
 warnings.filterwarnings("ignore", category=DeprecationWarning, module="torch_geometric")
 
 PROG = "dango-nb"
-
-
-class UsageError(ValueError):
-    """Command-line options that cannot work together; the message names the options."""
+#: Most triplets scored per chunk / per forward pass (a chunk's tensors are allocated whole).
+MAX_CHUNK = 100_000_000
 
 
 #: Exceptions that mean bad input rather than a bug: reported as one line, exit status 2.
@@ -47,30 +45,6 @@ INPUT_ERRORS = (CheckpointError, DataFormatError, OutputFolderError, ParamsError
 
 
 # ------------------------------------------------------------------------------ argparse types
-def int_at_least(minimum: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = None
-        if value is None or value < minimum:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}")
-        return value
-
-    parse.__name__ = f"integer >= {minimum}"
-    return parse
-
-
-def finite_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return value
-
-
 def existing_file(text: str) -> Path:
     path = Path(text)
     if not path.is_file():
@@ -137,7 +111,7 @@ def _add_source_arguments(p: argparse.ArgumentParser, command: str) -> None:
     which.add_argument("--preset", choices=("tiny", "small", "kuzmin"), help="embedded synthetic benchmark preset")
     which.add_argument("--string", type=existing_path, default=None,
                        help="STRING protein.links.detailed file or DANGO release folder")
-    g.add_argument("--data-seed", type=int_at_least(0), default=None,
+    g.add_argument("--data-seed", type=int_in(0, MAX_SEED), default=None,
                    help="with --preset: seed of the synthetic benchmark (default 0)")
     g.add_argument("--data-dir", default=None, help="with --preset: where the benchmark lives / is generated")
     g.add_argument("--kuzmin", type=existing_file, default=None,
@@ -222,9 +196,9 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--all", action="store_true", help="with --genes: keep every triplet (no threshold)")
     p.add_argument("--top-k", type=int_at_least(1), default=None,
                    help="checkpoints per run directory, best first (default: all kept)")
-    p.add_argument("--chunk-size", type=int_at_least(1), default=200_000,
+    p.add_argument("--chunk-size", type=int_in(1, MAX_CHUNK), default=200_000,
                    help="triplets scored per chunk (memory bound)")
-    p.add_argument("--batch-size", type=int_at_least(1), default=4096, help="triplets per model forward pass")
+    p.add_argument("--batch-size", type=int_in(1, MAX_CHUNK), default=4096, help="triplets per model forward pass")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_source_arguments(p, "predict")
 
@@ -355,10 +329,10 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ensemble-seeds", type=int, default=d.ensemble_seeds)
     p.add_argument("--ensemble-top-k", type=int, default=d.ensemble_top_k)
     p.add_argument("--n-boot", type=int, default=d.n_boot)
-    p.add_argument("--seed", type=int_at_least(0), default=0)
+    p.add_argument("--seed", type=int_in(0, MAX_SEED), default=0)
     p.add_argument("--workers", type=int, default=d.workers,
                    help="DANGO fits at the same time (more than 1: on a local Ray; default 1, in this process)")
-    p.add_argument("--address", default=d.address, help="Ray cluster address (auto, ray://HOST:10001)")
+    p.add_argument("--address", type=ray_address, default=d.address, help="Ray cluster address (auto, ray://HOST:10001)")
     p.add_argument("--gpus-per-run", type=float, default=d.gpus_per_run, help="GPUs per fit on Ray (0.25: four share one)")
     p.add_argument("--cpus-per-run", type=int, default=d.cpus_per_run, help="CPUs (torch threads) per fit on Ray")
     p.add_argument("--inline", action="store_true", help="fit one after another in this process (no Ray)")
@@ -436,6 +410,13 @@ def _run_evaluate(args) -> int:
                                            gpus_per_run=args.gpus_per_run, cpus_per_run=args.cpus_per_run,
                                            backend="inline" if args.inline else "ray",
                                            keep_runs=not args.no_keep_runs)
+    try:
+        options.check_config(config)
+        from dango_nb.train.device import check_device
+
+        check_device(config.device, config.precision)
+    except ValueError as err:
+        raise UsageError(f"--epochs/--transition-epoch/--train: {err}") from None
     src = _source_from_args(args)
     if src is None or ("string" in src and src["kuzmin"] is None):
         raise UsageError("evaluate needs triplets: give --preset, or --string together with --kuzmin")
@@ -477,8 +458,16 @@ def _register_run_commands() -> None:
 _register_run_commands()
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the package's error style: the one line ``<prog>: error: <message>`` and exit
+    status 2, without the usage block above it (``--help`` shows the usage)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description="dango_nb command line")
+    parser = _Parser(prog=PROG, description="dango_nb command line")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (add, run, help_) in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_)

@@ -3,6 +3,23 @@
 from __future__ import annotations
 
 import os
+import reprlib
+
+#: Longest text :func:`shown` gives for a value echoed in an error message.
+SHOWN_CHARS = 80
+
+_repr = reprlib.Repr()
+_repr.maxlevel, _repr.maxstring, _repr.maxother, _repr.maxlong = 3, SHOWN_CHARS, SHOWN_CHARS, SHOWN_CHARS
+_repr.maxlist = _repr.maxtuple = _repr.maxdict = _repr.maxset = _repr.maxfrozenset = 6
+
+
+def shown(value) -> str:
+    """``repr(value)`` cut to at most :data:`SHOWN_CHARS` characters, for error messages.
+
+    Built with :mod:`reprlib`, so a huge value (a long string, a deeply nested or aliased YAML
+    structure) costs no more to show than a small one."""
+    text = _repr.repr(value)
+    return text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS - 3] + "..."
 
 
 class DataFormatError(ValueError):
@@ -34,6 +51,11 @@ class ParamsError(ValueError):
 class OutputFolderError(ValueError):
     """An output folder that a command may not write into: a file, a folder another command (or
     another parameter set) owns, or one in use by another process; the message says what to do."""
+
+
+class UsageError(ValueError):
+    """Command-line options that cannot work together or a malformed option value; the message names
+    the options."""
 
 
 class SourceMismatchError(ValueError):

@@ -6,7 +6,8 @@ folder or one it made itself with the same parameters, and holds the folder's lo
 (:func:`folder_lock`) while it writes.
 
 Also the strict readers and writers of the text formats the package exchanges: JSON without ``NaN`` /
-``Infinity`` tokens (undefined numbers are written as ``null``) and YAML that refuses duplicate keys.
+``Infinity`` tokens (undefined numbers are written as ``null``) and YAML that refuses duplicate keys
+and aliases that expand beyond :data:`MAX_YAML_VALUES` values.
 """
 
 from __future__ import annotations
@@ -24,7 +25,12 @@ from typing import IO, Any, Iterator, Mapping
 
 import yaml
 
-from .errors import OutputFolderError, ParamsError
+from .errors import OutputFolderError, ParamsError, shown
+
+#: Most values (scalars, lists, mappings) a YAML document may expand to once its aliases are
+#: followed; a few hundred bytes of nested aliases ("billion laughs") would otherwise expand to
+#: gigabytes in any code that walks or copies the loaded value.
+MAX_YAML_VALUES = 100_000
 
 
 def _umask_mode() -> int:
@@ -128,7 +134,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                     continue
                 line = key_node.start_mark.line + 1
                 if first is not None:
-                    raise ParamsError(f"{self.source}:{line}: duplicate key {key!r} (first given on line "
+                    raise ParamsError(f"{self.source}:{line}: duplicate key {shown(key)} (first given on line "
                                       f"{first}); each key may appear once per mapping")
                 seen[key] = line
         return super().construct_mapping(node, deep=deep)
@@ -140,9 +146,48 @@ def load_yaml(text: str, source: str = "<yaml>") -> Any:
     loader = _UniqueKeyLoader(text)
     loader.source = source
     try:
-        return loader.get_single_data()
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_expanded_size(node, source)
+        return loader.construct_document(node)
     finally:
         loader.dispose()
+
+
+def _check_expanded_size(root: yaml.Node, source: str, limit: int = MAX_YAML_VALUES) -> None:
+    """Refuse a document whose aliases expand to more than ``limit`` values, or refer to themselves.
+
+    The composed node graph shares an aliased node instead of copying it, so the expanded size is
+    counted per distinct node (memoised): the cost is that of the file, not of its expansion."""
+    sizes: dict[int, int] = {}
+    open_: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        if done:
+            open_.discard(key)
+            children = (node.value if isinstance(node, yaml.SequenceNode)
+                        else [n for pair in node.value for n in pair])
+            size = 1 + sum(sizes[id(c)] for c in children)
+            if size > limit:
+                raise ParamsError(f"{source}:{node.start_mark.line + 1}: aliases ('*name') expand this value to "
+                                  f"more than {limit:,} values; write the values out or use fewer aliases")
+            sizes[key] = size
+            continue
+        if key in sizes:
+            continue
+        if not isinstance(node, (yaml.SequenceNode, yaml.MappingNode)):
+            sizes[key] = 1
+            continue
+        if key in open_:
+            raise ParamsError(f"{source}:{node.start_mark.line + 1}: an alias refers to the value that "
+                              "contains it (a recursive structure); parameter files hold plain trees")
+        open_.add(key)
+        stack.append((node, True))
+        children = node.value if isinstance(node, yaml.SequenceNode) else [n for pair in node.value for n in pair]
+        stack.extend((c, False) for c in reversed(children) if id(c) not in sizes)
 
 
 def read_yaml(path: str | os.PathLike) -> Any:
@@ -158,6 +203,25 @@ def read_yaml(path: str | os.PathLike) -> Any:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
         raise ParamsError(f"{where}: not valid YAML: {getattr(err, 'problem', None) or err}") from None
+
+
+#: Limits of Linux file systems (``NAME_MAX``, ``PATH_MAX`` in bytes, terminating NUL included).
+NAME_MAX, PATH_MAX = 255, 4096
+
+
+def check_path_length(path: str | os.PathLike, what: str, reserve: int = 0) -> None:
+    """``ValueError`` naming ``what`` when ``path`` (with ``reserve`` bytes more for what will be
+    created inside it) is longer than ``PATH_MAX`` or has a component longer than ``NAME_MAX``: the
+    operating system would refuse it only when the first file is created, after work was done."""
+    text = os.fspath(path)
+    size = len(os.fsencode(text))
+    if size + reserve >= PATH_MAX:
+        raise ValueError(f"{what}: path of {size} bytes is too long ({PATH_MAX - 1 - reserve} at most here, "
+                         f"PATH_MAX {PATH_MAX}): {shown(text)}")
+    for part in Path(text).parts:
+        if len(os.fsencode(part)) > NAME_MAX:
+            raise ValueError(f"{what}: a file or folder name of {len(os.fsencode(part))} bytes is longer than "
+                             f"NAME_MAX ({NAME_MAX}): {shown(part)}")
 
 
 def atomic_save_torch(obj: Any, path: str | os.PathLike) -> None:
@@ -210,7 +274,7 @@ def differences(a: Any, b: Any, prefix: str = "") -> list[str]:
         for k in sorted(set(a) | set(b)):
             out += differences(a.get(k), b.get(k), f"{prefix}{k}.")
         return out
-    return [] if a == b else [f"{prefix[:-1]}: {a!r} -> {b!r}"]
+    return [] if a == b else [f"{prefix[:-1]}: {shown(a)} -> {shown(b)}"]
 
 
 def read_owner(folder: str | os.PathLike) -> dict | None:

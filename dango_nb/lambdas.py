@@ -13,7 +13,7 @@ them down. Pairs are handled as int64 codes ``i * M + j`` with NumPy set operati
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 import pandas as pd
@@ -21,10 +21,41 @@ import pandas as pd
 if TYPE_CHECKING:
     from dango_nb.data.string_db import StringNetworks
 
-__all__ = ["LAMBDA_COLUMNS", "LambdaResult", "determine_lambdas", "decreased_zeros"]
+__all__ = ["LAMBDA_COLUMNS", "MAX_LAMBDA", "LambdaResult", "check_lambdas", "determine_lambdas", "decreased_zeros"]
+
+#: Largest lambda accepted: the weighted squared errors of the zero entries stay far inside float32.
+MAX_LAMBDA = 1e6
 
 LAMBDA_COLUMNS = ["channel", "genes_in_both", "n_pairs", "non_edges_earlier", "new_edges",
                   "pct_decreased_zeros", "lambda"]
+
+
+def check_lambdas(lambdas: Mapping[Any, Any], where: str = "") -> dict[str, float]:
+    """``lambdas`` as ``{key: float}`` or ``ValueError`` ``"[<where>: ]key 'lambdas.<key>': ..."``.
+
+    A key is a STRING channel (``coexpression``) or an edge type name (``string9_1_coexpression``);
+    a value is a number in (0, :data:`MAX_LAMBDA`]. Every source of lambdas (parameter files, lambda
+    files, the training loop) goes through here, so a misspelt channel or an infinite weight is
+    named before any work instead of surfacing as a missing lambda or a NaN loss later."""
+    from dango_nb.data.graph import channel_of
+    from dango_nb.data.string_db import CHANNELS, EXTRA_CHANNELS
+    from dango_nb.errors import shown
+
+    prefix = f"{where}: " if where else ""
+    out = {}
+    for k, v in lambdas.items():
+        name = k if isinstance(k, str) else shown(k)
+        try:
+            channel_of(name)
+        except ValueError:
+            raise ValueError(f"{prefix}key 'lambdas.{name[:60]}': not a STRING channel; expected one of "
+                             f"{', '.join(CHANNELS + EXTRA_CHANNELS)} (or an edge type name such as "
+                             "'string9_1_coexpression')") from None
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= MAX_LAMBDA:  # NaN fails too
+            raise ValueError(f"{prefix}key 'lambdas.{name}': expected a number > 0 and <= {MAX_LAMBDA:g}, "
+                             f"got {shown(v)}")
+        out[name] = float(v)
+    return out
 
 
 @dataclass

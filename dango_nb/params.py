@@ -25,11 +25,15 @@ from typing import Any, Literal, Mapping, Union
 
 import yaml
 
-from .errors import ParamsError
+from .argtypes import MAX_SEED
+from .errors import ParamsError, shown
 from .eval.options import EvaluationOptions
-from .fileio import load_yaml
+from .fileio import check_path_length, load_yaml
 from .schedules import SCHEDULES
-from .train.config import TrainConfig
+from .train.config import MAX_EPOCHS, TrainConfig
+
+#: Upper bounds of notebook counts (beyond them a notebook would only exhaust memory).
+MAX_NEGATIVES, MAX_BATCH = 1000, 10_000_000
 
 __all__ = [
     "NOTEBOOKS", "SCHEMAS", "DataParams", "LambdaParams", "PretrainingParams", "LossSchedulesParams",
@@ -72,6 +76,11 @@ class DataParams:
     kuzmin_file: str | None = None
 
     def __post_init__(self):
+        if not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
+            raise ValueError(f"seed: expected an integer from 0 to {MAX_SEED}, got {shown(self.seed)}")
+        for key in ("data_dir", "string_file", "dango_folder", "kuzmin_file"):
+            if getattr(self, key) is not None:
+                check_path_length(getattr(self, key), key)
         if self.kuzmin_file is None and (self.string_file or self.dango_folder):
             raise ValueError("string_file / dango_folder need kuzmin_file as well (real data needs both)")
         if self.kuzmin_file is not None and not (self.string_file or self.dango_folder):
@@ -136,6 +145,8 @@ class LambdaParams:
     reference_pct: dict[str, float] = field(default_factory=lambda: dict(PAPER_REFERENCE_PCT))
 
     def __post_init__(self):
+        if self.threshold_pct != self.threshold_pct:
+            raise ValueError("threshold_pct: expected a number (a percentage), got nan")
         if (self.earlier_string is None) != (self.later_string is None):
             raise ValueError("give both earlier_string and later_string, or neither")
 
@@ -186,12 +197,13 @@ class PretrainingParams:
     lambdas_file: str | None = None
 
     def __post_init__(self):
-        if self.finetune_epochs < 0:
-            raise ValueError(f"finetune_epochs must be >= 0, got {self.finetune_epochs}")
+        if not 0 <= self.finetune_epochs <= MAX_EPOCHS:
+            raise ValueError(f"finetune_epochs: expected an integer from 0 to {MAX_EPOCHS}, got {self.finetune_epochs}")
         if not 0.0 < self.holdout_fraction < 1.0:
             raise ValueError(f"holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
-        if self.negatives_per_positive < 1:
-            raise ValueError("negatives_per_positive must be at least 1")
+        if not 1 <= self.negatives_per_positive <= MAX_NEGATIVES:
+            raise ValueError(f"negatives_per_positive: expected an integer from 1 to {MAX_NEGATIVES}, "
+                             f"got {self.negatives_per_positive}")
 
 
 @dataclass
@@ -215,11 +227,18 @@ class LossSchedulesParams:
     def __post_init__(self):
         unknown = [s for s in self.schedules if s not in SCHEDULES]
         if unknown:
-            raise ValueError(f"unknown schedule(s) {unknown}; known: {', '.join(sorted(SCHEDULES))}")
+            raise ValueError(f"unknown schedule(s) {shown(unknown)}; known: {', '.join(sorted(SCHEDULES))}")
         if not self.schedules:
             raise ValueError("schedules is empty")
         if self.transition_epoch < 0 or self.batch_size < 2 or self.widget_epochs < 1:
             raise ValueError("need transition_epoch >= 0, batch_size >= 2 and widget_epochs >= 1")
+        for key, most in (("transition_epoch", MAX_EPOCHS), ("widget_epochs", MAX_EPOCHS), ("batch_size", MAX_BATCH)):
+            if getattr(self, key) > most:
+                raise ValueError(f"{key}: expected at most {most}, got {getattr(self, key)}")
+        for epochs in (self.train.epochs, self.widget_epochs):  # each schedule overfits the batch
+            config = self.train.replace(epochs=epochs, transition_epoch=self.transition_epoch)
+            for name in self.schedules:
+                config.check_trains_interaction(SCHEDULES[name](self.transition_epoch))
 
 
 @dataclass
@@ -232,6 +251,9 @@ class EvaluationParams:
     train: TrainConfig = field(default_factory=TrainConfig)
     evaluation: EvaluationOptions = field(default_factory=EvaluationOptions)
     lambdas_file: str | None = None
+
+    def __post_init__(self):
+        self.evaluation.check_config(self.train)
 
 
 SCHEMAS: dict[str, type] = dict(zip(NOTEBOOKS, (LambdaParams, PretrainingParams, LossSchedulesParams,
@@ -265,7 +287,7 @@ def _hints(cls) -> dict[str, Any]:
 
 def _convert(value: Any, tp: Any, key: str, source: str) -> Any:
     def bad() -> ParamsError:
-        return ParamsError(f"{source}: key '{key}': expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+        return ParamsError(f"{source}: key '{key}': expected {_type_name(tp)}, got {type(value).__name__} {shown(value)}")
 
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if tp is Any:
@@ -320,7 +342,7 @@ def _convert(value: Any, tp: Any, key: str, source: str) -> Any:
         out = {}
         for k, v in value.items():
             if not isinstance(k, str):
-                raise ParamsError(f"{source}: key '{key}': mapping keys must be strings, got {k!r}")
+                raise ParamsError(f"{source}: key '{key}': mapping keys must be strings, got {shown(k)}")
             out[k] = _convert(v, inner, f"{key}.{k}", source)
         return out
     if isinstance(tp, type) and isinstance(value, tp):
@@ -370,7 +392,7 @@ def _schema_for(name: str, source: str) -> type:
     for stem, cls in SCHEMAS.items():
         if name in (stem, run_name(stem)):
             return cls
-    raise ParamsError(f"{source}: no parameter schema for {name!r}; parameter files are named "
+    raise ParamsError(f"{source}: no parameter schema for {shown(name)}; parameter files are named "
                       f"{', '.join(s + '.yaml' for s in NOTEBOOKS)}")
 
 
@@ -457,9 +479,9 @@ def load_lambdas(path: str | os.PathLike) -> dict[str, float]:
     lambdas = raw.get("lambdas") if isinstance(raw, dict) else None
     if not isinstance(lambdas, dict) or not lambdas:
         raise ParamsError(f"{path}: expected a JSON object with a non-empty 'lambdas' mapping")
-    out = {}
-    for k, v in lambdas.items():
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-            raise ParamsError(f"{path}: key 'lambdas.{k}': expected a positive number, got {v!r}")
-        out[str(k)] = float(v)
-    return out
+    from .lambdas import check_lambdas
+
+    try:
+        return check_lambdas(lambdas, str(path))
+    except ValueError as err:
+        raise ParamsError(str(err)) from None

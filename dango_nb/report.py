@@ -466,6 +466,19 @@ def _finish_failed(res: RunResult, build: Path, final: Path, out_root: Path, sta
     res.error = f"{res.error}\n{note}" if res.error else note
 
 
+def _check_devices(params: dict, folder: str | os.PathLike) -> None:
+    """Each notebook's ``train.device`` / ``train.precision`` must be available on this machine."""
+    from .train.device import check_device
+
+    for stem, p in params.items():
+        train = getattr(p, "train", None)
+        if train is not None:
+            try:
+                check_device(train.device, train.precision)
+            except ValueError as err:
+                raise ParamsError(f"{Path(folder) / (stem + '.yaml')}: {err}") from None
+
+
 def run_report(params_dir: str | os.PathLike, out: str | os.PathLike, only: Sequence[str] | None = None,
                kernel: str | None = None, timeout: int | None = None, nb_dir: Path | None = None,
                log=None, threads: int | None = None, log_output: bool = False,
@@ -483,7 +496,7 @@ def run_report(params_dir: str | os.PathLike, out: str | os.PathLike, only: Sequ
             raise ParamsError(f"--only: unknown notebook(s) {sorted(bad)}; choose from "
                               f"{', '.join(run_name(s) for s in stems)}")
         stems = [s for s in stems if s in wanted or run_name(s) in wanted]
-    load_param_dir(params_dir, tuple(stems))  # everything validated before any work
+    _check_devices(load_param_dir(params_dir, tuple(stems)), params_dir)  # everything validated before any work
     nb_dir = Path(nb_dir) if nb_dir is not None else notebook_dir()
     missing = [f"{s}.ipynb" for s in stems if not (nb_dir / f"{s}.ipynb").is_file()]
     if missing:

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import Callable
 
+from dango_nb.errors import shown
+
 __all__ = [
     "Schedule", "PreThenPost", "LinearUntilUniform", "LinearUntilFlipped", "PaperTwoStage",
     "InteractionOnly", "SCHEDULES", "register_schedule", "get_schedule",
@@ -30,10 +32,10 @@ def register_schedule(cls: type | None = None, *, name: str | None = None) -> Ca
 
     def wrap(c: type) -> type:
         if not (isinstance(c, type) and issubclass(c, Schedule)):
-            raise TypeError(f"{c!r} is not a subclass of Schedule")
+            raise TypeError(f"{shown(c)} is not a subclass of Schedule")
         key = name or c.__name__
         if key in SCHEDULES and SCHEDULES[key] is not c:
-            raise ValueError(f"a schedule named {key!r} is already registered ({SCHEDULES[key]!r})")
+            raise ValueError(f"a schedule named {shown(key)} is already registered ({shown(SCHEDULES[key])})")
         SCHEDULES[key] = c
         return c
 
@@ -50,7 +52,7 @@ class Schedule:
 
     def __init__(self, transition_epoch: int = 10):
         if int(transition_epoch) != transition_epoch or transition_epoch < 0:
-            raise ValueError(f"transition_epoch must be a non-negative integer, got {transition_epoch!r}")
+            raise ValueError(f"transition_epoch must be a non-negative integer, got {shown(transition_epoch)}")
         self.transition_epoch = int(transition_epoch)
 
     def alpha(self, epoch: int) -> float:
@@ -139,5 +141,5 @@ def get_schedule(name: str, transition_epoch: int = 10, **kwargs) -> Schedule:
     try:
         cls = SCHEDULES[name]
     except KeyError:
-        raise KeyError(f"unknown schedule {name!r}; known schedules: {', '.join(sorted(SCHEDULES))}") from None
+        raise KeyError(f"unknown schedule {shown(name)}; known schedules: {', '.join(sorted(SCHEDULES))}") from None
     return cls(transition_epoch, **kwargs)

@@ -72,3 +72,46 @@ def test_yaml_duplicate_keys_are_refused_with_file_and_line(tmp_path):
         load_params(path)
     with pytest.raises(ParamsError, match=rf"^{path}:2: duplicate key"):
         read_yaml(path)
+
+
+def _laughs(levels: int = 9, width: int = 9) -> str:
+    """A "billion laughs" YAML document: each level a list of ``width`` aliases of the one before."""
+    lines = ["a0: &a0 [" + ", ".join(['"lol"'] * width) + "]"]
+    for i in range(1, levels):
+        lines.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * width) + "]")
+    return "\n".join(lines) + "\n"
+
+
+def test_yaml_alias_bomb_is_refused_fast_with_file_line_and_bounded_memory(tmp_path):
+    import time
+    import tracemalloc
+
+    from dango_nb.errors import ParamsError
+    from dango_nb.fileio import MAX_YAML_VALUES, read_yaml
+
+    path = tmp_path / "bomb.yaml"
+    path.write_text(_laughs())
+    assert path.stat().st_size < 1000  # 9**9 = 387 million values once expanded
+    tracemalloc.start()
+    started = time.perf_counter()
+    try:
+        with pytest.raises(ParamsError) as err:
+            read_yaml(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert time.perf_counter() - started < 5
+    assert peak < 5 * 2**20, peak
+    # the first value that expands beyond the limit: 9**6 values at level 5 (line 6)
+    assert str(err.value) == (f"{path}:6: aliases ('*name') expand this value to more than {MAX_YAML_VALUES:,} "
+                              "values; write the values out or use fewer aliases")
+
+
+def test_yaml_aliases_within_the_limit_and_recursive_ones():
+    from dango_nb.errors import ParamsError
+    from dango_nb.fileio import load_yaml
+
+    small = load_yaml(_laughs(levels=4, width=9))  # 9**4 = 6,561 values: fine
+    assert len(small["a3"]) == 9 and small["a3"][0][0][0] == ["lol"] * 9
+    with pytest.raises(ParamsError, match=r"^f.yaml:1: an alias refers to the value that contains it"):
+        load_yaml("a: &x [1, *x]\n", "f.yaml")

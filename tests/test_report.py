@@ -116,6 +116,29 @@ def test_bad_parameters_stop_before_anything_runs(tmp_path, capsys):
         report.run_report(TINY, out, only=["nope"])
 
 
+@pytest.mark.parametrize("stem, train, message", [
+    ("04_evaluation", {"epochs": 3, "transition_epoch": 3},
+     "TrainConfig.transition_epoch: schedule 'PreThenPost' with transition_epoch=3 gives the interaction loss "
+     "weight 0 in all 3 epochs"),
+    ("02_pretraining", {"precision": "bf16", "device": "cpu"}, "TrainConfig.precision: 'bf16' needs a CUDA device"),
+])
+def test_schedule_and_device_checked_before_the_first_notebook(tmp_path, capsys, stem, train, message):
+    import yaml
+
+    bad = tmp_path / "params"
+    bad.mkdir()
+    for s in NOTEBOOKS:
+        (bad / f"{s}.yaml").write_text((TINY / f"{s}.yaml").read_text())
+    raw = yaml.safe_load((bad / f"{stem}.yaml").read_text())
+    raw.setdefault("train", {}).update(train)
+    (bad / f"{stem}.yaml").write_text(yaml.safe_dump(raw))
+    out = tmp_path / "reports"
+    assert report.main(["--params", str(bad), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad / stem}.yaml: " in err and message in err and "Traceback" not in err
+    assert not out.exists()
+
+
 def test_pick_kernel_falls_back_to_python3():
     assert report.pick_kernel("no-such-kernel-xyz") == "python3"
 

@@ -8,13 +8,17 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import dango_nb.eval.runners  # noqa: F401  (registers the built-in models)
-from dango_nb.errors import ParamsError
+from dango_nb.argtypes import MAX_GPUS, MAX_PARALLEL, check_ray_address
+from dango_nb.errors import ParamsError, shown
 from dango_nb.eval.registry import DEFAULT_MODELS, check_model_names
 from dango_nb.eval.splits import SPLITS
+from dango_nb.train.config import MAX_EPOCHS
 
 __all__ = ["CI_METRICS", "EvaluationOptions"]
 
 CI_METRICS = ("pearson", "spearman", "mse", "auroc")
+#: Upper bounds of the counts: beyond them an evaluation would only run out of time or memory.
+MAX_FOLDS, MAX_REPEATS, MAX_BOOT = 1000, 1000, 1_000_000
 
 
 @dataclass
@@ -83,37 +87,64 @@ class EvaluationOptions:
     keep_runs: bool = True
 
     def __post_init__(self):
+        def integer(name: str, minimum: int, maximum: int | None, allow_none: bool = False) -> None:
+            v = getattr(self, name)
+            if v is None and allow_none:
+                return
+            if isinstance(v, bool) or not isinstance(v, int) or not minimum <= v <= (v if maximum is None else maximum):
+                within = f"an integer >= {minimum}" if maximum is None else f"an integer from {minimum} to {maximum}"
+                raise ParamsError(f"{name}: expected {within}{' or null' if allow_none else ''}, got {shown(v)}")
+
         self.splits, self.models = list(self.splits), list(self.models)
         bad = [s for s in self.splits if s not in SPLITS]
         if bad:
-            raise ParamsError(f"unknown split(s) {bad}; known: {', '.join(SPLITS)}")
-        check_model_names(self.models)
-        if self.n_folds < 2 or any(not 0 <= f < self.n_folds for f in (self.folds or [])):
-            raise ParamsError(f"need n_folds >= 2 and every fold in 0..{self.n_folds - 1}")
+            raise ParamsError(f"splits: unknown split(s) {shown(bad)}; known: {', '.join(SPLITS)}")
+        try:
+            check_model_names(self.models)
+        except ParamsError as err:
+            raise ParamsError(f"models: {err}") from None
+        integer("n_folds", 2, MAX_FOLDS)
+        if any(isinstance(f, bool) or not isinstance(f, int) or not 0 <= f < self.n_folds for f in self.folds or []):
+            raise ParamsError(f"folds: expected folds from 0 to {self.n_folds - 1} (n_folds {self.n_folds}), "
+                              f"got {shown(self.folds)}")
         if not 0.0 < self.val_fraction < 1.0:
-            raise ParamsError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
-        if self.ensemble_seeds < 1:
-            raise ParamsError(f"ensemble_seeds must be >= 1, got {self.ensemble_seeds}")
-        if self.ensemble_top_k is not None and self.ensemble_top_k < 1:
-            # a negative count would slice off the last checkpoints instead of keeping the first
-            raise ParamsError(f"ensemble_top_k must be >= 1 or None (all kept), got {self.ensemble_top_k}")
+            raise ParamsError(f"val_fraction: must be in (0, 1), got {shown(self.val_fraction)}")
+        integer("ensemble_seeds", 1, MAX_REPEATS)
+        # a negative count would slice off the last checkpoints instead of keeping the first
+        integer("ensemble_top_k", 1, None, allow_none=True)
+        integer("pretrain_epochs", 0, MAX_EPOCHS, allow_none=True)
         if self.mlp_embeddings_source not in ("pretrain", "dango"):
-            raise ParamsError(f"mlp_embeddings_source must be 'pretrain' or 'dango', got {self.mlp_embeddings_source!r}")
-        if self.n_boot < 0:
-            raise ParamsError(f"n_boot must be >= 0, got {self.n_boot}")
-        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
-            raise ParamsError(f"workers must be an integer >= 1, got {self.workers!r}")
-        if isinstance(self.cpus_per_run, bool) or not isinstance(self.cpus_per_run, int) or self.cpus_per_run < 1:
-            raise ParamsError(f"cpus_per_run must be an integer >= 1, got {self.cpus_per_run!r}")
+            raise ParamsError(f"mlp_embeddings_source: must be 'pretrain' or 'dango', got {shown(self.mlp_embeddings_source)}")
+        integer("n_boot", 0, MAX_BOOT)
+        integer("n_balanced_repeats", 1, MAX_REPEATS)
+        integer("workers", 1, MAX_PARALLEL)
+        integer("cpus_per_run", 1, MAX_PARALLEL)
         if isinstance(self.gpus_per_run, bool) or not isinstance(self.gpus_per_run, (int, float)) \
-                or not 0 <= self.gpus_per_run < float("inf"):
-            raise ParamsError(f"gpus_per_run must be a number >= 0 (fractions share a GPU), got {self.gpus_per_run!r}")
+                or not 0 <= self.gpus_per_run <= MAX_GPUS:
+            raise ParamsError(f"gpus_per_run: expected a number from 0 to {MAX_GPUS} (fractions share a GPU), "
+                              f"got {shown(self.gpus_per_run)}")
         if self.backend not in ("ray", "inline"):
-            raise ParamsError(f"backend must be 'ray' or 'inline', got {self.backend!r}")
-        if self.address is not None and (not isinstance(self.address, str) or not self.address.strip()):
-            raise ParamsError(f"address must be a Ray address such as 'auto' or 'ray://HOST:10001', got {self.address!r}")
+            raise ParamsError(f"backend: must be 'ray' or 'inline', got {shown(self.backend)}")
+        if self.address is not None:
+            try:
+                check_ray_address(self.address)
+            except ValueError as err:
+                raise ParamsError(f"address: {err}") from None
         if self.address is not None and self.backend == "inline":
             raise ParamsError("address needs backend 'ray' (backend 'inline' fits in this process)")
+
+    def check_config(self, config) -> None:
+        """Refuse (``ValueError`` naming ``transition_epoch``) a :class:`~dango_nb.train.TrainConfig`
+        under which one of the DANGO models of :attr:`models` (with its variant's schedule) would
+        never train the interaction loss; called where the options meet the config, before any fit."""
+        from dango_nb.eval.registry import MODELS
+        from dango_nb.schedules import get_schedule
+
+        for name in self.models:
+            spec = MODELS[name]
+            if spec.trains_dango:
+                variant = spec.variant.schedule if spec.variant is not None else None
+                config.check_trains_interaction(get_schedule(variant or config.schedule, config.transition_epoch))
 
     @property
     def uses_ray(self) -> bool:

@@ -20,7 +20,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from dango_nb.errors import ParamsError
+from dango_nb.errors import ParamsError, shown
 
 __all__ = ["FoldData", "DangoVariant", "ModelOutput", "ModelSpec", "MODELS", "DEFAULT_MODELS", "register_model", "get_model",
            "model_names", "check_model_names"]
@@ -123,4 +123,4 @@ def check_model_names(names) -> None:
     """``ValueError`` listing every unregistered name (and the registered ones)."""
     bad = [m for m in names if m not in MODELS]
     if bad:
-        raise ParamsError(f"unknown model(s) {bad}; registered: {', '.join(model_names())}")
+        raise ParamsError(f"unknown model(s) {shown(bad)}; registered: {', '.join(model_names())}")

@@ -12,6 +12,7 @@ from typing import Any, Iterator, Mapping
 import torch
 from torch import Tensor, nn
 
+from dango_nb.errors import shown
 from dango_nb.models.sparse import SparseRows
 from dango_nb.models.hypersagnn import HyperSAGNN
 from dango_nb.models.meta import MetaEmbedding
@@ -147,6 +148,9 @@ class Dango(nn.Module):
         state["_cache"] = None
         return state
 
+    #: Upper bounds of the integer sizes: beyond them one model would not fit in any memory.
+    MAX_SIZES = {"hidden_channels": 16384, "num_heads": 1024, "num_layers": 256}
+
     @classmethod
     def hyperparameters(cls) -> dict[str, inspect.Parameter]:
         """The keyword arguments of ``__init__`` a configuration may set (all but ``gene_num`` and
@@ -173,8 +177,12 @@ class Dango(nn.Module):
                 ok = isinstance(value, bool)
                 expected = "true or false"
             elif tp is int:
-                ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
-                expected = "an integer >= 1"
+                most = cls.MAX_SIZES.get(key)
+                ok = isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= (most or value)
+                expected = "an integer >= 1" if most is None else f"an integer from 1 to {most}"
+            elif tp is float and key.endswith("dropout"):
+                ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1
+                expected = "a probability in [0, 1)"
             elif tp is float:
                 ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
                 expected = "a finite number"
@@ -182,7 +190,7 @@ class Dango(nn.Module):
                 ok = isinstance(value, tp)
                 expected = f"a {tp.__name__}"
             if not ok:
-                raise ValueError(f"{key}: expected {expected}, got {value!r}")
+                raise ValueError(f"{key}: expected {expected}, got {shown(value)}")
         merged = {name: p.default for name, p in params.items()} | dict(kwargs)
         try:
             resolve_activation(merged["activation"])

@@ -9,6 +9,7 @@ from ..eval.splits import SPLITS, make_splits
 from ..metrics import evaluate as evaluate_metrics
 from ..train import FitResult, TrainConfig, fit, list_checkpoints, load_checkpoint, resolve_device
 from ..train.checkpoint import load_intact
+from ..train.device import check_device
 
-__all__ = ["SPLITS", "FitResult", "TrainConfig", "checkpoint_files", "evaluate_metrics", "fit", "list_checkpoints",
+__all__ = ["SPLITS", "FitResult", "TrainConfig", "check_device", "checkpoint_files", "evaluate_metrics", "fit", "list_checkpoints",
            "load_checkpoint", "load_intact", "make_splits", "predict", "resolve_device"]

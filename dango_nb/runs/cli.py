@@ -12,18 +12,31 @@ import json
 import sys
 from pathlib import Path
 
+from ..argtypes import MAX_GPUS, MAX_PARALLEL, int_in, number_in, ray_address
+
+#: Most retries of a run whose worker died.
+MAX_RETRIES = 100
+
 __all__ = ["COMMANDS", "add_parsers", "add_predict_run_argument", "run_checkpoint_files", "expand_runs"]
 
 
 def _parse_set(items) -> dict:
+    """``--set KEY=VALUE`` items -> {key: value}, each value read as YAML (the same reader as files)."""
     import yaml
+
+    from ..errors import UsageError, shown
+    from ..fileio import load_yaml
 
     out = {}
     for item in items or []:
         key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"error: --set expects KEY=VALUE (e.g. train.epochs=5), got {item!r}")
-        out[key] = yaml.safe_load(value)
+        if not sep or not key.strip():
+            raise UsageError(f"--set expects KEY=VALUE (e.g. train.epochs=5), got {shown(item)}")
+        try:
+            out[key] = load_yaml(value, f"--set {key}")
+        except yaml.YAMLError as err:
+            raise UsageError(f"--set {key}: not a YAML value: {shown(value)} "
+                             f"({getattr(err, 'problem', None) or type(err).__name__})") from None
     return out
 
 
@@ -33,7 +46,7 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="run folder to create, e.g. runs/NAME")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a dotted key, e.g. --set train.epochs=5 (repeatable)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads for the fit (default: torch's)")
+    p.add_argument("--threads", type=int_in(1, MAX_PARALLEL), default=None, help="torch threads for the fit (default: torch's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -60,15 +73,15 @@ def _run_train(args) -> int:
 def _add_sweep(p: argparse.ArgumentParser) -> None:
     p.add_argument("sweep", help="sweep file (base + axes), e.g. params/tiny/sweep.yaml")
     p.add_argument("--out", required=True, help="sweep folder, e.g. sweeps/NAME (runs under NAME/runs/)")
-    p.add_argument("--address", default=None,
+    p.add_argument("--address", type=ray_address, default=None,
                    help="Ray cluster: 'auto' (a cluster started with `ray start`) or ray://HOST:10001; "
                         "default: a local Ray started inside this command")
-    p.add_argument("--workers", type=int, default=None,
+    p.add_argument("--workers", type=int_in(1, MAX_PARALLEL), default=None,
                    help="runs at the same time (default: CPUs // --cpus-per-run)")
-    p.add_argument("--cpus-per-run", type=int, default=1, help="CPUs (torch threads) per run (default 1)")
-    p.add_argument("--gpus-per-run", type=float, default=0.0,
+    p.add_argument("--cpus-per-run", type=int_in(1, MAX_PARALLEL), default=1, help="CPUs (torch threads) per run (default 1)")
+    p.add_argument("--gpus-per-run", type=number_in(0, MAX_GPUS), default=0.0,
                    help="GPUs per run; a fraction shares a GPU (0.25: four runs per GPU); default 0")
-    p.add_argument("--max-retries", type=int, default=2, help="retries of a run whose worker process died")
+    p.add_argument("--max-retries", type=int_in(0, MAX_RETRIES), default=2, help="retries of a run whose worker process died")
     p.add_argument("--inline", action="store_true", help="run one after another in this process (no Ray)")
     p.add_argument("--dry-run", action="store_true", help="validate and list the runs, train nothing")
     p.add_argument("--no-progress", action="store_true")
@@ -77,9 +90,19 @@ def _add_sweep(p: argparse.ArgumentParser) -> None:
 def _run_sweep(args) -> int:
     from .executor import run_sweep
     from .folder import is_complete
-    from .sweep import load_sweep
+    from .sweep import check_out, load_sweep
 
     sweep = load_sweep(args.sweep)
+    check_out(sweep, args.out)
+    if args.address is None:  # runs on this machine: its devices are the ones they get
+        from ..errors import ParamsError
+        from ._api import check_device
+
+        for r in sweep.runs:
+            try:
+                check_device(r.params.train.device, r.params.train.precision)
+            except ValueError as err:
+                raise ParamsError(f"{args.sweep} (run {r.run_id}): {err}") from None
     if args.dry_run:
         for r in sweep.runs:
             done = is_complete(Path(args.out) / "runs" / r.run_id)
@@ -113,22 +136,12 @@ def _add_compare(p: argparse.ArgumentParser) -> None:
                    help="columns that make a recipe (default: all sweep columns but train.seed and the split)")
     p.add_argument("--ensembles", action="store_true",
                    help="also score top-k x seeds ensembles of each recipe (a prediction pass per checkpoint)")
-    p.add_argument("--top-k", type=_positive_int, default=None,
-                   help="checkpoints per run in those ensembles (default: all kept)")
+    p.add_argument("--top-k", type=int_in(1), default=None, help="checkpoints per run in those ensembles (default: all kept)")
     p.add_argument("--data-dir", default=None,
                    help="data folder holding the runs' data (their preset benchmarks, their data files by name); "
                         "default: your data folder ($DANGO_DATA_DIR or the user cache). A folder or path a run "
                         "folder records is never used")
 
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return value
 
 
 def _run_compare(args) -> int:

@@ -214,6 +214,12 @@ def run_many(specs: Sequence[RunSpec], *, workers: int | None = None, address: s
     """
     if backend not in ("ray", "inline"):
         raise ValueError(f"backend must be 'ray' or 'inline', got {backend!r}")
+    # bounds up front: 0 workers would wait forever for a free slot, a negative count never starts
+    for name, value, low in (("workers", workers, 1), ("cpus_per_run", cpus_per_run, 1), ("max_retries", max_retries, 0)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    if isinstance(gpus_per_run, bool) or not isinstance(gpus_per_run, (int, float)) or not 0 <= gpus_per_run < float("inf"):
+        raise ValueError(f"gpus_per_run must be a finite number >= 0, got {gpus_per_run!r}")
     for s in specs:
         if s.out is None:
             raise ValueError(f"run {s.run_id!r} has no output folder (RunSpec.out)")

@@ -194,6 +194,14 @@ def train_run(params: RunParams | Mapping, out: str | os.PathLike, *, run_id: st
         params = run_params(params, source or str(out))
     if progress is not None:
         params.train = params.train.replace(progress=bool(progress))
+    from ._api import check_device
+
+    try:  # the machine must offer the device and precision before any folder or data is touched
+        check_device(params.train.device, params.train.precision)
+    except ValueError as err:
+        raise ParamsError(f"{source or out}: {err}") from None
+    if params.lambdas_file is not None:
+        resolve_lambdas(params, None)  # a missing or bad lambda file fails now, not after the data loads
     request = request_of(params)
     check_output_folder(out, TRAIN_COMMAND)
     if is_complete(out):

@@ -46,6 +46,13 @@ class SplitParams:
     n_test_genes: int | None = None
 
     def __post_init__(self):
+        from ..argtypes import MAX_SEED
+        from ..eval.options import MAX_FOLDS
+
+        if not 2 <= self.n_folds <= MAX_FOLDS:
+            raise ValueError(f"n_folds: expected an integer from 2 to {MAX_FOLDS}, got {self.n_folds}")
+        if self.seed is not None and not 0 <= self.seed <= MAX_SEED:
+            raise ValueError(f"seed: expected null or an integer from 0 to {MAX_SEED}, got {self.seed}")
         if self.n_folds < 2 or not 0 <= self.fold < self.n_folds:
             raise ValueError(f"need n_folds >= 2 and 0 <= fold < n_folds, got fold={self.fold}, "
                              f"n_folds={self.n_folds}")
@@ -66,12 +73,13 @@ class RunParams:
     lambdas: dict[str, float] | None = None
 
     def __post_init__(self):
+        self.train.check_trains_interaction()  # a run always fits triplets
         if self.lambdas_file is not None and self.lambdas is not None:
             raise ValueError("give lambdas_file or lambdas, not both")
         if self.lambdas is not None:
-            bad = {k: v for k, v in self.lambdas.items() if not v > 0}
-            if bad:
-                raise ValueError(f"lambdas must be positive, got {bad}")
+            from ..lambdas import check_lambdas
+
+            self.lambdas = check_lambdas(self.lambdas)
 
 
 def section_fields() -> dict[str, list[str]]:

@@ -15,7 +15,8 @@
       split.fold: [0, 1]
 
 An axis or override key is ``data.<field>``, ``train.<TrainConfig field>``,
-``train.model.<Dango argument>`` or ``split.<field>``; a key without a section is a ``train`` key
+``train.model.<Dango argument>``, ``split.<field>``, ``lambdas_file``, ``lambdas`` or ``lambdas.<channel>``;
+a key without a section is a ``train`` key
 (``lr``, ``model.hidden_channels``), and ``split`` / ``fold`` stand for ``split.name`` / ``split.fold``.
 Unknown keys fail before anything runs, naming the file and the key; every expanded run is then
 validated like a run parameter file. A run's folder name is made of its axis values
@@ -35,13 +36,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..errors import ParamsError
-from ..fileio import read_yaml
+from ..errors import ParamsError, shown
+from ..fileio import NAME_MAX, check_path_length, read_yaml
 from .spec import RunParams, load_run_mapping, run_params, section_fields, set_key
 
-__all__ = ["RunSpec", "Sweep", "load_sweep", "sweep_from_mapping", "normalise_key"]
+__all__ = ["RunSpec", "Sweep", "check_out", "load_sweep", "sweep_from_mapping", "normalise_key"]
 
 _TOP = ("base", "overrides", "variants", "axes")
+#: Longest run id: its folder is built as ``.<run_id>.partial`` (NAME_MAX less 9 bytes).
+MAX_RUN_ID_BYTES = NAME_MAX - len("..partial")
+#: Bytes kept free below a run folder's path for the files a run writes inside it
+#: (``checkpoints/top/<name>.pt`` and temporary names).
+RUN_FILES_RESERVE = 200
 _SHORTHAND = {"split": "split.name", "fold": "split.fold"}
 
 
@@ -81,8 +87,11 @@ class Sweep:
 def normalise_key(key: Any, source: str, where: str) -> str:
     """The full dotted key for an axis/override key, or :class:`ParamsError` naming file and key."""
     if not isinstance(key, str) or not key:
-        raise ParamsError(f"{source}: {where}: keys must be non-empty strings, got {key!r}")
+        raise ParamsError(f"{source}: {where}: keys must be non-empty strings, got {shown(key)}")
     key = _SHORTHAND.get(key, key)
+    parts = key.split(".")
+    if key in ("lambdas", "lambdas_file") or (parts[0] == "lambdas" and len(parts) == 2 and parts[1]):
+        return key  # top-level keys of a run; lambdas.<channel> is checked with the run's lambdas
     fields = section_fields()
     head = key.split(".", 1)[0]
     if head not in ("data", "train", "split"):
@@ -135,7 +144,7 @@ def sweep_from_mapping(raw: Any, source: str = "<sweep>", base_dir: str | os.Pat
     elif isinstance(base, Mapping) or base is None:
         base_map, base_source = dict(base or {}), source
     else:
-        raise ParamsError(f"{source}: key 'base': expected a run parameter file name or a mapping, got {base!r}")
+        raise ParamsError(f"{source}: key 'base': expected a run parameter file name or a mapping, got {shown(base)}")
     overrides = raw.get("overrides") or {}
     if not isinstance(overrides, Mapping):
         raise ParamsError(f"{source}: key 'overrides': expected a mapping of dotted keys to values")
@@ -150,7 +159,7 @@ def sweep_from_mapping(raw: Any, source: str = "<sweep>", base_dir: str | os.Pat
         if key in axes:
             raise ParamsError(f"{source}: axes: '{k}' and another key both mean '{key}'")
         if not isinstance(values, list) or not values:
-            raise ParamsError(f"{source}: axes: key '{k}': expected a non-empty list of values, got {values!r}")
+            raise ParamsError(f"{source}: axes: key '{k}': expected a non-empty list of values, got {shown(values)}")
         axes[key] = list(values)
     variants = _variants(raw.get("variants"), source, axes)
     run_params(base_map, base_source)  # the base alone must be valid (clear errors before the grid)
@@ -169,10 +178,14 @@ def sweep_from_mapping(raw: Any, source: str = "<sweep>", base_dir: str | os.Pat
             if k != "variant":
                 mapping = set_key(mapping, k, v, source)
         rid = run_id(values)
+        if len(rid.encode()) > MAX_RUN_ID_BYTES:
+            raise ParamsError(f"{source}: axes: run {shown(rid)}: its folder name is {len(rid.encode())} bytes, "
+                              f"more than the {MAX_RUN_ID_BYTES} a run folder may have (NAME_MAX {NAME_MAX} less "
+                              "'.' and '.partial'); use shorter axis values or variants")
         where = f"{source} (run {rid})"
         params = run_params(mapping, where)
         if rid in seen:
-            raise ParamsError(f"{source}: axes: runs {seen[rid]} and {values} get the same folder name {rid!r}; "
+            raise ParamsError(f"{source}: axes: runs {shown(seen[rid])} and {shown(values)} get the same folder name {shown(rid)}; "
                               "make the values distinct")
         seen[rid] = values
         sweep.runs.append(RunSpec(rid, values, params))
@@ -185,17 +198,17 @@ def _variants(raw: Any, source: str, axes: Mapping[str, list]) -> dict[str, dict
         return {}
     if not isinstance(raw, Mapping) or not raw:
         raise ParamsError(f"{source}: key 'variants': expected a non-empty mapping of names to mappings of "
-                          f"dotted keys, got {raw!r}")
+                          f"dotted keys, got {shown(raw)}")
     out: dict[str, dict] = {}
     for name, keys in raw.items():
         if not isinstance(name, str) or _value_text(name) != name:
-            raise ParamsError(f"{source}: variants: name {name!r}: expected letters, digits, '.', '+' or '-' "
+            raise ParamsError(f"{source}: variants: name {shown(name)}: expected letters, digits, '.', '+' or '-' "
                               f"(it becomes part of a folder name)")
         if keys is None:
             keys = {}
         if not isinstance(keys, Mapping):
             raise ParamsError(f"{source}: variants: '{name}': expected a mapping of dotted keys to values, "
-                              f"got {keys!r}")
+                              f"got {shown(keys)}")
         norm: dict[str, Any] = {}
         for k, v in keys.items():
             key = normalise_key(k, source, f"variants: '{name}'")
@@ -205,6 +218,17 @@ def _variants(raw: Any, source: str, axes: Mapping[str, list]) -> dict[str, dict
             norm[key] = v
         out[name] = norm
     return out
+
+
+def check_out(sweep: Sweep, out: str | os.PathLike) -> None:
+    """``ParamsError`` when a run folder of ``sweep`` under ``out`` would have a path longer than the
+    file system allows (with room for the files a run writes inside), before any run starts."""
+    runs = Path(out) / "runs"
+    for r in sweep.runs:
+        try:
+            check_path_length(runs / f".{r.run_id}.partial", f"run {r.run_id}", reserve=RUN_FILES_RESERVE)
+        except ValueError as err:
+            raise ParamsError(f"{sweep.source}: --out {shown(str(out))}: {err}") from None
 
 
 def load_sweep(path: str | os.PathLike) -> Sweep:

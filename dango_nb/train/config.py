@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from dango_nb.argtypes import MAX_SEED
+from dango_nb.errors import shown
 from dango_nb.schedules import SCHEDULES
 
 #: Learning-rate schedules (``TrainConfig.lr_schedule``); :mod:`dango_nb.train.callbacks` implements them.
@@ -38,6 +40,10 @@ METRIC_COLUMNS = ("val_pearson", "val_spearman", "val_mse", "train_pearson", "tr
 RESUMABLE_KEYS = frozenset({"epochs", "progress", "checkpoint_dir", "device", "early_stopping_patience",
                             "keep_top_k", "divergence_factor"})
 PRECISIONS = ("fp32", "bf16")
+#: Most epochs (and the largest transition epoch) a config may ask for: per-epoch tables and
+#: schedules are built epoch by epoch, so a larger count would only hang.
+MAX_EPOCHS = 100_000
+
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
@@ -112,14 +118,15 @@ class TrainConfig:
 
     def __post_init__(self):
         def bad(name: str, expected: str):
-            return ValueError(f"TrainConfig.{name}: expected {expected}, got {getattr(self, name)!r}")
+            return ValueError(f"TrainConfig.{name}: expected {expected}, got {shown(getattr(self, name))}")
 
-        def integer(name: str, minimum: int, allow_none: bool = False):
+        def integer(name: str, minimum: int, allow_none: bool = False, maximum: int | None = None):
             v = getattr(self, name)
             if v is None and allow_none:
                 return
-            if isinstance(v, bool) or not _is_int(v) or v < minimum:
-                raise bad(name, f"an integer >= {minimum}" + (" or None" if allow_none else ""))
+            if isinstance(v, bool) or not _is_int(v) or v < minimum or (maximum is not None and v > maximum):
+                within = f"an integer >= {minimum}" if maximum is None else f"an integer from {minimum} to {maximum}"
+                raise bad(name, within + (" or None" if allow_none else ""))
             setattr(self, name, int(v))
 
         def number(name: str, minimum: float, strict: bool, allow_none: bool = False):
@@ -132,7 +139,7 @@ class TrainConfig:
                 raise bad(name, f"a finite number {rel} {minimum}" + (" or None" if allow_none else ""))
             setattr(self, name, float(v))
 
-        integer("epochs", 1)
+        integer("epochs", 1, maximum=MAX_EPOCHS)
         integer("batch_size", 1)
         if self.optimizer not in ("adam", "adamw"):
             raise bad("optimizer", "'adam' or 'adamw'")
@@ -149,7 +156,7 @@ class TrainConfig:
         integer("lr_patience", 0)
         if not isinstance(self.schedule, str) or self.schedule not in SCHEDULES:
             raise bad("schedule", "one of " + ", ".join(sorted(SCHEDULES)))
-        integer("transition_epoch", 0)
+        integer("transition_epoch", 0, maximum=MAX_EPOCHS)
         if self.interaction_loss not in ("logcosh", "mse"):
             raise bad("interaction_loss", "'logcosh' or 'mse'")
         number("grad_clip", 0.0, strict=True, allow_none=True)
@@ -159,7 +166,7 @@ class TrainConfig:
             raise bad("early_stopping_metric", "one of " + ", ".join(METRIC_COLUMNS))
         if not isinstance(self.device, str) or not _DEVICE.fullmatch(self.device):
             raise bad("device", "'auto', 'cpu', 'cuda', 'cuda:<n>' or 'mps'")
-        integer("seed", 0)
+        integer("seed", 0, maximum=MAX_SEED)
         if self.checkpoint_dir is not None and not isinstance(self.checkpoint_dir, (str, Path)):
             raise bad("checkpoint_dir", "a path string or None")
         if self.checkpoint_dir is not None:
@@ -186,6 +193,20 @@ class TrainConfig:
         if schedule is None:
             schedule = SCHEDULES[self.schedule](self.transition_epoch)
         return [e for e in range(self.epochs) if schedule.weights(e)[1] > 0]
+
+    def check_trains_interaction(self, schedule=None) -> None:
+        """``ValueError`` naming ``transition_epoch`` when ``schedule`` (default: the configured one)
+        never gives the interaction loss a weight in ``epochs`` epochs: a triplet fit would train no
+        interaction head and pick an untrained model as its best epoch. Parameter schemas that
+        train on triplets call this when validating, so the error comes before any work."""
+        if schedule is None:
+            schedule = SCHEDULES[self.schedule](self.transition_epoch)
+        if not self.interaction_epochs(schedule):
+            raise ValueError(
+                f"TrainConfig.transition_epoch: schedule {schedule.name!r} with transition_epoch="
+                f"{schedule.transition_epoch} gives the interaction loss weight 0 in all {self.epochs} epochs, "
+                f"so the interaction head would never be trained and best_epoch would be an untrained model; "
+                f"set epochs > transition_epoch, or train reconstruction only with dango_nb.train.pretrain")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -8,7 +8,7 @@ from typing import Iterator
 
 import torch
 
-__all__ = ["resolve_device", "deterministic_kernels", "CUBLAS_WORKSPACE_CONFIG"]
+__all__ = ["resolve_device", "check_device", "deterministic_kernels", "CUBLAS_WORKSPACE_CONFIG"]
 
 #: cuBLAS is deterministic only with a fixed workspace (NVIDIA's cuBLAS docs, "Results
 #: reproducibility"); ``:4096:8`` is the larger of the two documented settings.
@@ -33,6 +33,27 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
             raise RuntimeError(f"device {device!r} requested but CUDA is not available; use 'auto' or 'cpu'")
     if dev.type == "cuda":
         _cublas_workspace()
+    return dev
+
+
+def check_device(device: str = "auto", precision: str = "fp32") -> torch.device:
+    """The device a config's ``device`` and ``precision`` run on, or ``ValueError`` naming the key:
+    checked when a command starts, before data loads, not when the fit reaches the device."""
+    if isinstance(device, str) and device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"TrainConfig.device: {device!r} requested but CUDA is not available on this "
+                             "machine; use 'auto' or 'cpu'")
+        index = torch.device(device).index
+        if index is not None and index >= torch.cuda.device_count():
+            raise ValueError(f"TrainConfig.device: {device!r} requested but this machine has "
+                             f"{torch.cuda.device_count()} CUDA device(s)")
+    if device == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ValueError("TrainConfig.device: 'mps' requested but MPS is not available on this machine; "
+                         "use 'auto' or 'cpu'")
+    dev = resolve_device(device)
+    if precision == "bf16" and dev.type != "cuda":
+        raise ValueError(f"TrainConfig.precision: 'bf16' needs a CUDA device, the run is on {dev}; "
+                         "use precision 'fp32' there")
     return dev
 
 

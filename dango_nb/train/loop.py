@@ -46,6 +46,7 @@ from torch import Tensor
 from dango_nb import metrics
 from dango_nb.data.graph import channel_of
 from dango_nb.errors import TrainingDivergedError
+from dango_nb.lambdas import check_lambdas
 from dango_nb.losses import DangoLoss, lookup_lambda
 from dango_nb.models import Dango
 from dango_nb.schedules import Schedule
@@ -124,7 +125,7 @@ def _lambdas(lambdas) -> dict[str, float]:
         lambdas = lambdas.lambdas
     if not isinstance(lambdas, Mapping):
         raise TypeError(f"lambdas must be a mapping channel -> lambda, got {type(lambdas).__name__}")
-    return dict(lambdas)
+    return check_lambdas(lambdas)
 
 
 class DeviceGuard:
@@ -218,12 +219,8 @@ class TrainingLoop:
         if not isinstance(config, TrainConfig):
             raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
         self.config, self.source, self.cell_graph = config, source, cell_graph
-        if source.trains_interaction and not config.interaction_epochs(schedule):
-            raise ValueError(
-                f"TrainConfig.transition_epoch: schedule {schedule.name!r} with transition_epoch="
-                f"{config.transition_epoch} gives the interaction loss weight 0 in all {config.epochs} epochs, "
-                f"so the interaction head would never be trained and best_epoch would be an untrained model; "
-                f"set epochs > transition_epoch, or train reconstruction only with dango_nb.train.pretrain")
+        if source.trains_interaction:
+            config.check_trains_interaction(schedule)
         check_edge_weights(cell_graph)
         self.device = resolve_device(config.device)
         log.info("dango_nb.train: %s on %s", source.name, self.device)

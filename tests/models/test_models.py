@@ -449,8 +449,8 @@ def test_predict_scores_in_chunks_like_the_forward_pass():
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"hidden_channels": "sixteen"}, "hidden_channels: expected an integer >= 1, got 'sixteen'"),
-    ({"hidden_channels": 0}, "hidden_channels: expected an integer >= 1, got 0"),
+    ({"hidden_channels": "sixteen"}, "hidden_channels: expected an integer from 1 to 16384, got 'sixteen'"),
+    ({"hidden_channels": 0}, "hidden_channels: expected an integer from 1 to 16384, got 0"),
     ({"activation": "bogus"}, "activation: expected a torch activation name"),
     ({"meta_embedding": "max"}, "meta_embedding: expected one of attention, mean"),
     ({"hidden_channels": 10, "num_heads": 4}, "not divisible by num_heads=4"),
@@ -459,7 +459,7 @@ def test_predict_scores_in_chunks_like_the_forward_pass():
     ({"hidden_size": 8}, "hidden_size: unknown key; Dango takes hidden_channels"),
     ({"attention_activation": 3}, "attention_activation: expected a str, got 3"),
     ({"attention_activation": "bogus"}, "attention_activation: expected null or a torch activation name"),
-    ({"attention_dropout": "high"}, "attention_dropout: expected a finite number"),
+    ({"attention_dropout": "high"}, r"attention_dropout: expected a probability in \[0, 1\)"),
 ])
 def test_hyperparameters_checked_against_the_signature(kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -178,7 +178,7 @@ def test_sweep_figures_read_validation_with_test_beside_and_categories_as_points
 
 def test_variants_cross_the_grid_and_set_every_listed_key():
     sweep = sweep_from_mapping({
-        "base": {"data": {"preset": "tiny"}, "train": {"epochs": 3, "model": {"hidden_channels": 16}}},
+        "base": {"data": {"preset": "tiny"}, "train": {"epochs": 3, "transition_epoch": 1, "model": {"hidden_channels": 16}}},
         "variants": {"reference": {}, "regularised": {"model.output_dropout": 0.25, "weight_decay": 0.1,
                                                       "optimizer": "adamw"}},
         "axes": {"train.seed": [0, 1]},

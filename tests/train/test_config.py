@@ -17,8 +17,8 @@ def test_config_module_does_not_import_torch():
 
 
 @pytest.mark.parametrize("model, match", [
-    ({"hidden_channels": "sixteen"}, r"TrainConfig.model.hidden_channels: expected an integer >= 1, got 'sixteen'"),
-    ({"hidden_channels": 0}, r"TrainConfig.model.hidden_channels: expected an integer >= 1, got 0"),
+    ({"hidden_channels": "sixteen"}, r"TrainConfig.model.hidden_channels: expected an integer from 1 to 16384, got 'sixteen'"),
+    ({"hidden_channels": 0}, r"TrainConfig.model.hidden_channels: expected an integer from 1 to 16384, got 0"),
     ({"activation": "bogus"}, r"TrainConfig.model.activation: expected a torch activation name"),
     ({"widht": 3}, r"TrainConfig.model.widht: unknown key"),
 ])
@@ -41,9 +41,9 @@ def test_numpy_numbers_are_accepted():
 
 
 @pytest.mark.parametrize("line, match", [
-    ("hidden_channels: sixteen", r"model.hidden_channels: expected an integer >= 1, got 'sixteen'"),
+    ("hidden_channels: sixteen", r"model.hidden_channels: expected an integer from 1 to 16384, got 'sixteen'"),
     ("activation: bogus", r"model.activation: expected a torch activation name"),
-    ("hidden_channels: 0", r"model.hidden_channels: expected an integer >= 1, got 0"),
+    ("hidden_channels: 0", r"model.hidden_channels: expected an integer from 1 to 16384, got 0"),
 ])
 def test_params_file_names_file_and_model_key(tmp_path, line, match):
     path = tmp_path / "02_pretraining.yaml"
@@ -57,7 +57,7 @@ def test_evaluation_options_in_params_are_the_library_dataclass(tmp_path):
 
     path = tmp_path / "04_evaluation.yaml"
     path.write_text("evaluation:\n  models: [mean, dango_turbo]\n")
-    with pytest.raises(ParamsError, match=r"04_evaluation.yaml: 'evaluation': unknown model\(s\) \['dango_turbo'\]"):
+    with pytest.raises(ParamsError, match=r"04_evaluation.yaml: 'evaluation': models: unknown model\(s\) \['dango_turbo'\]"):
         P.load_params(path)
     path.write_text("evaluation:\n  models: [mean]\n  n_boot: 0\n")
     got = P.load_params(path).evaluation

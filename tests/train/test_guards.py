@@ -26,7 +26,7 @@ def cfg(**kw):
 
 
 @pytest.mark.parametrize("kw, key, expected", [
-    ({"epochs": 0}, "epochs", "an integer >= 1"), ({"lr": 0}, "lr", "a finite number > 0.0"),
+    ({"epochs": 0}, "epochs", "an integer from 1 to 100000"), ({"lr": 0}, "lr", "a finite number > 0.0"),
     ({"lr": -1e-3}, "lr", "a finite number > 0.0"), ({"divergence_factor": 1.0}, "divergence_factor", "a finite number > 1.0 or None"),
     ({"divergence_factor": float("inf")}, "divergence_factor", "a finite number"),
 ])
