@@ -38,6 +38,7 @@ ACCEPTED_ARGS: dict[tuple[str, str], tuple[tuple[str, ...], str]] = {
     ("predict", "--data-dir"): (ANY, "a folder name (relative names are valid); the benchmark is generated there"),
     ("evaluate", "--data-seed"): (("0",), "seed 0 is the default benchmark"),
     ("evaluate", "--data-dir"): (ANY, "a folder name (relative names are valid); the benchmark is generated there"),
+    ("compare", "--data-dir"): (ANY, "a folder name (relative names are valid); the runs' data are read or generated there"),
     ("evaluate", "--out"): (ANY, "a folder name (relative names are valid); created when the evaluation writes"),
     ("evaluate", "--folds"): (("0",), "fold 0 of the default 5"),
     ("evaluate", "--transition-epoch"): (("0",), "T = 0: no reconstruction-only epochs, a valid schedule"),
@@ -173,8 +174,8 @@ def test_every_option_refuses_bad_values(cmd, option, inputs, no_work, tmp_path,
     accepted, reason = ACCEPTED_ARGS.get((cmd, option), ((), ""))
     drop = _conflicts(parser, option) | {option}
     problems = []
-    for value in BAD_ARGS:
-        out = tmp_path / "out"
+    for i, value in enumerate(BAD_ARGS):
+        out = tmp_path / f"out{i}"  # an accepted value may start owning its folder before the work is stopped
         argv = [cmd]
         for opt, values in _base(cmd, inputs, out):
             if opt is None:
