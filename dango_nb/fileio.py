@@ -317,8 +317,8 @@ def check_output_folder(folder: str | os.PathLike, command: str, params: Mapping
             raise OutputFolderError(f"{folder}: cannot read the folder ({err.strerror or err})") from None
         if not entries:
             return folder
-        shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
-        raise OutputFolderError(f"{folder}: exists and is not an output folder of `{command}` (it holds {shown}); "
+        listed = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+        raise OutputFolderError(f"{folder}: exists and is not an output folder of `{command}` (it holds {listed}); "
                                 f"give a new or empty folder as {option}")
     if owner["command"] != command:
         raise OutputFolderError(f"{folder}: belongs to `{owner['command']}`, not to `{command}`; give another "
