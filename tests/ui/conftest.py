@@ -99,11 +99,13 @@ class LabServer:
         env = dict(os.environ)
         env.pop("JUPYTER_TOKEN", None)  # the token under test is the one Jupyter generates
         env.pop("JUPYTER_TOKEN_FILE", None)
+        env.pop("JUPYTER_CONFIG_DIR", None)  # lab.sh refuses other config places without --insecure
+        env.pop("JUPYTER_CONFIG_PATH", None)
         env.update(
             VENV=sys.prefix,  # lab.sh runs this interpreter's jupyter
-            # Isolate from the user's Jupyter config, workspaces and settings; the dango_nb kernel
-            # is found in the venv's share/jupyter (sys.prefix), where `make install` put it.
-            JUPYTER_CONFIG_DIR=str(home / "config"),
+            # Isolate from the user's Jupyter config (HOME/.jupyter), workspaces and settings; the
+            # dango_nb kernel is found in the venv's share/jupyter (sys.prefix), where `make install` put it.
+            HOME=str(home),
             JUPYTER_RUNTIME_DIR=str(home / "runtime"),
             JUPYTER_DATA_DIR=str(home / "data"),
             JUPYTERLAB_SETTINGS_DIR=str(home / "settings"),
