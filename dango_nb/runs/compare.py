@@ -71,8 +71,8 @@ def _runs(sweep_dir: Path, data_dir: str | None = None) -> pd.DataFrame:
         rows.append({**{f"_split_{k}": params["split"][k] for k in SPLIT_KEYS},
                      "_data": json.dumps(_run_data(spec.out, params["data"], data_dir), sort_keys=True)})
     if not outcomes:
-        raise OutputFolderError(f"{sweep_dir}: no complete runs to compare yet (none of its {len(sweep.runs)} runs "
-                                "has finished); run the sweep first")
+        raise OutputFolderError(f"{sweep_dir}: no complete runs to compare yet (0 of its {len(sweep.runs)} runs "
+                                "finished); run the sweep first")
     return pd.concat([results_table(outcomes, sweep.columns), pd.DataFrame(rows)], axis=1)
 
 
