@@ -380,9 +380,13 @@ def real_output_folder(folder: str | os.PathLike, command: str, option: str = "-
     if not ancestor.is_dir():
         raise OutputFolderError(f"{given}: {ancestor} is not a folder; give a new folder (or one `{command}` made) "
                                 f"as {option}")
-    if ancestor != real and not os.access(ancestor, os.W_OK | os.X_OK):
-        raise OutputFolderError(f"{given}: cannot create it in {ancestor} (permission denied); give another folder "
-                                f"as {option}")
+    if ancestor != real:  # checked by writing (a nameless file): read-only mounts and root count too
+        try:
+            with tempfile.TemporaryFile(dir=ancestor):
+                pass
+        except OSError as err:
+            raise OutputFolderError(f"{given}: cannot write in {ancestor} ({(err.strerror or str(err)).lower()}); "
+                                    f"give another folder as {option}") from None
     return real
 
 
