@@ -89,11 +89,12 @@ def request_of(params: RunParams) -> dict:
 
 def check_same_request(path: Path, request: Mapping) -> None:
     """Raise :class:`ParamsError` when the complete run folder ``path`` was made with other parameters."""
+    record = path / "run.json"
     try:
-        info = read_json(path / "run.json")
+        info = read_json(record)
     except (OSError, ValueError) as err:  # missing, a FIFO or folder, not JSON: never a traceback or a hang
-        raise OutputFolderError(f"{path / 'run.json'}: unreadable run record "
-                                f"({getattr(err, 'strerror', None) or err}); remove {path} or give another "
+        detail = (getattr(err, "strerror", None) or str(err)).removeprefix(f"{record}: ")
+        raise OutputFolderError(f"{record}: unreadable run record ({detail}); remove {path} or give another "
                                 "folder as --out") from None
     if not isinstance(info, dict):
         raise OutputFolderError(f"{path / 'run.json'}: not a run record (expected a JSON object); remove {path} "
