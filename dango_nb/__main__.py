@@ -99,10 +99,6 @@ def output_table(text: str) -> Path:
     return _check_writable(path, folder=False)
 
 
-def output_folder(text: str) -> Path:
-    return _check_writable(Path(text), folder=True)
-
-
 # ----------------------------------------------------------------------------------- data source
 def _add_source_arguments(p: argparse.ArgumentParser, command: str) -> None:
     g = p.add_argument_group("data source (the cell graph" + (", and the triplets for evaluate)" if command ==
@@ -337,7 +333,7 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cpus-per-run", type=int, default=d.cpus_per_run, help="CPUs (torch threads) per fit on Ray")
     p.add_argument("--inline", action="store_true", help="fit one after another in this process (no Ray)")
     p.add_argument("--no-keep-runs", action="store_true", help="do not keep the DANGO fits as run folders in OUT/runs")
-    p.add_argument("--out", type=output_folder, required=True,
+    p.add_argument("--out", type=Path, required=True,  # checked by fileio.check_output_folder, as for every command
                    help="output folder, e.g. evaluations/NAME: new, empty, or an earlier `evaluate --out` with the "
                         "same parameters (its complete DANGO run folders are reused)")
     p.add_argument("--no-progress", action="store_true")
@@ -427,12 +423,13 @@ def _run_evaluate(args) -> int:
         lambdas = load_lambdas(args.lambdas)
     from dango_nb.fileio import owned_output_folder
 
-    with owned_output_folder(args.out, EVALUATE_COMMAND, _evaluation_request(config, options, src, args.seed, lambdas)):
+    request = _evaluation_request(config, options, src, args.seed, lambdas)
+    with owned_output_folder(args.out, EVALUATE_COMMAND, request) as out_dir:  # its real path
         _, study = _load_source(src)
         if lambdas is None:
             lambdas = lambdas_for_study(study)
         result = evaluation.run_evaluation(study, options, config=config, lambdas=lambdas, seed=args.seed,
-                                           out_dir=args.out, progress=not args.no_progress, data=_data_params(src))
+                                           out_dir=out_dir, progress=not args.no_progress, data=_data_params(src))
     import pandas as pd
 
     with pd.option_context("display.width", 200, "display.max_columns", 50):

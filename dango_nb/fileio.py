@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import fcntl
 import json
 import math
 import os
+import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -110,10 +112,49 @@ def _reject_constant(token: str) -> Any:
 def read_json(path: str | os.PathLike) -> Any:
     """Parse ``path`` as strict JSON (``NaN`` / ``Infinity`` tokens are an error naming the file)."""
     path = Path(path)
+    text = read_regular_text(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"), parse_constant=_reject_constant)
+        return json.loads(text, parse_constant=_reject_constant)
     except ValueError as err:  # JSONDecodeError included
         raise ValueError(f"{path}: not strict JSON: {err}") from None
+
+
+def read_regular_text(path: str | os.PathLike, follow: bool = True) -> str:
+    """The text of ``path``, which must be a regular file (``ValueError`` naming it otherwise): a FIFO
+    is never opened for reading (that would block until someone writes), a folder never read.
+    ``follow=False`` also refuses a symbolic link. ``FileNotFoundError`` when it does not exist."""
+    path = Path(path)
+    flags = os.O_RDONLY | os.O_NONBLOCK | (0 if follow else os.O_NOFOLLOW)
+    try:
+        st = os.stat(path, follow_symlinks=follow)
+    except FileNotFoundError:
+        raise
+    except OSError as err:
+        raise ValueError(f"{path}: cannot read ({err.strerror or err})") from None
+    if not stat.S_ISREG(st.st_mode):  # checked before opening: opening a FIFO has effects
+        raise ValueError(f"{path}: {_kind(st.st_mode)}, not a regular file")
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise
+    except OSError as err:
+        raise ValueError(f"{path}: cannot read ({err.strerror or err})") from None
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # replaced between the two looks
+            raise ValueError(f"{path}: not a regular file")
+        data = fh.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISLNK, "a symbolic link"), (stat.S_ISFIFO, "a FIFO"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device")):
+        if test(mode):
+            return name
+    return "a special file"
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -259,9 +300,15 @@ def atomic_write_table(df, path: str | os.PathLike) -> None:
 # ---------------------------------------------------------------------------- owned output folders
 #: The record of who made an output folder: ``{"command", "params", "created"}``.
 OWNER_FILE = "owner.json"
-#: Files that mark output folders written before ``owner.json`` existed: file -> owning command.
-LEGACY_MARKERS = {"COMPLETE": "dango-nb train", "sweep.yaml": "dango-nb sweep", "index.html": "dango_nb.report",
-                  "summary.json": "dango_nb.report", "metrics.csv": "dango-nb evaluate"}
+#: Output folders written before ``owner.json`` existed: command -> the entries every such folder of
+#: it holds (a trailing ``/``: a folder). A folder without ``owner.json`` counts as the command's only
+#: when it holds all of them (regular files and folders, not links); one common name is not enough.
+LEGACY_MARKERS = {
+    "dango-nb train": ("COMPLETE", "run.json", "params.yaml", "provenance.json", "checkpoints/"),
+    "dango-nb sweep": ("sweep.yaml", "provenance.json", "runs/"),
+    "dango-nb evaluate": ("metrics.csv", "summary.csv", "splits.csv"),
+    "dango_nb.report": ("index.html", "summary.json", "summary.md"),
+}
 # Entries that do not make a folder someone's (a folder holding only these counts as empty).
 _IGNORABLE = {".gitkeep", ".DS_Store"}
 _HELD: dict[str, int] = {}  # lock files this process holds -> depth (a nested take is not a conflict)
@@ -277,23 +324,70 @@ def differences(a: Any, b: Any, prefix: str = "") -> list[str]:
     return [] if a == b else [f"{prefix[:-1]}: {shown(a)} -> {shown(b)}"]
 
 
-def read_owner(folder: str | os.PathLike) -> dict | None:
-    """The owner record of ``folder``: its ``owner.json``, else ``{"command", "params": None}`` guessed
-    from a file an older version wrote (:data:`LEGACY_MARKERS`), else ``None``."""
-    folder = Path(folder)
+def _has_entry(folder: Path, entry: str) -> bool:
+    """``folder/entry`` is a regular file (a folder when ``entry`` ends in ``/``), links not followed."""
     try:
-        owner = read_json(folder / OWNER_FILE)
+        mode = os.lstat(folder / entry.rstrip("/")).st_mode
+    except OSError:
+        return False
+    return stat.S_ISDIR(mode) if entry.endswith("/") else stat.S_ISREG(mode)
+
+
+def read_owner(folder: str | os.PathLike) -> dict | None:
+    """The owner record of ``folder``: its ``owner.json`` (a regular file holding a JSON object with a
+    ``"command"`` string, else :class:`~dango_nb.errors.OutputFolderError`), else ``{"command", "params":
+    None}`` when the folder holds a command's full :data:`LEGACY_MARKERS` set, else ``None``."""
+    folder = Path(folder)
+    path = folder / OWNER_FILE
+    try:
+        owner = json.loads(read_regular_text(path, follow=False), parse_constant=_reject_constant)
     except FileNotFoundError:
         owner = None
-    except ValueError:
-        raise OutputFolderError(f"{folder / OWNER_FILE}: unreadable owner record; remove the folder or choose "
+    except ValueError as err:
+        detail = str(err).removeprefix(f"{path}: ")
+        raise OutputFolderError(f"{path}: unreadable owner record ({detail}); remove the folder or choose "
                                 "another folder") from None
-    if isinstance(owner, dict) and isinstance(owner.get("command"), str):
+    else:
+        if not (isinstance(owner, dict) and isinstance(owner.get("command"), str)):
+            raise OutputFolderError(f"{path}: not an owner record (expected a JSON object with a \"command\" "
+                                    "string); remove the folder or choose another folder")
         return owner
-    for marker, command in LEGACY_MARKERS.items():
-        if (folder / marker).is_file():
+    for command, entries in LEGACY_MARKERS.items():
+        if all(_has_entry(folder, e) for e in entries):
             return {"command": command, "params": None}
     return None
+
+
+def real_output_folder(folder: str | os.PathLike, command: str, option: str = "--out") -> Path:
+    """The real path of the output folder ``folder`` (links, ``.`` and ``..`` resolved: every name of a
+    folder gets the same lock), checked to be creatable: not a dangling link, no file where a folder
+    must be, a writable nearest existing folder. :class:`~dango_nb.errors.OutputFolderError` otherwise."""
+    given = Path(folder)
+    if os.path.islink(given) and not os.path.exists(given):
+        raise OutputFolderError(f"{given}: a symbolic link to {os.readlink(given)}, which does not exist; give an "
+                                f"existing folder, a link to one, or a new folder as {option}")
+    try:
+        real = given.resolve()
+    except (OSError, RuntimeError) as err:  # a link loop
+        raise OutputFolderError(f"{given}: cannot resolve the path ({getattr(err, 'strerror', None) or err}); give "
+                                f"another folder as {option}") from None
+    if real.exists() and not real.is_dir():
+        raise OutputFolderError(f"{given}: exists and is not a folder; give a new folder (or one `{command}` made) "
+                                f"as {option}")
+    ancestor = real
+    while not os.path.lexists(ancestor) and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise OutputFolderError(f"{given}: {ancestor} is not a folder; give a new folder (or one `{command}` made) "
+                                f"as {option}")
+    if ancestor != real:  # checked by writing (a nameless file): read-only mounts and root count too
+        try:
+            with tempfile.TemporaryFile(dir=ancestor):
+                pass
+        except OSError as err:
+            raise OutputFolderError(f"{given}: cannot write in {ancestor} ({(err.strerror or str(err)).lower()}); "
+                                    f"give another folder as {option}") from None
+    return real
 
 
 def check_output_folder(folder: str | os.PathLike, command: str, params: Mapping | None = None,
@@ -301,11 +395,10 @@ def check_output_folder(folder: str | os.PathLike, command: str, params: Mapping
     """``folder`` may receive ``command``'s output: it does not exist, is empty, or was made by ``command``
     (with the same ``params`` when given: the recorded and the new parameters are compared key by key).
     Otherwise :class:`~dango_nb.errors.OutputFolderError` naming the folder, the owner or the differing
-    keys, and what to do (``option``: how the command line names the folder). Writes nothing."""
-    folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise OutputFolderError(f"{folder}: exists and is not a folder; give a new folder (or one `{command}` "
-                                f"made) as {option}")
+    keys, and what to do (``option``: how the command line names the folder). Writes nothing; returns
+    the folder's real path (:func:`real_output_folder`), where the command must write."""
+    given = Path(folder)
+    folder = real_output_folder(given, command, option)
     if not folder.exists():
         return folder
     owner = read_owner(folder)
@@ -314,38 +407,71 @@ def check_output_folder(folder: str | os.PathLike, command: str, params: Mapping
             entries = sorted(e.name for e in folder.iterdir()
                              if e.name not in _IGNORABLE and not (e.name.startswith(".") and e.name.endswith(".lock")))
         except OSError as err:
-            raise OutputFolderError(f"{folder}: cannot read the folder ({err.strerror or err})") from None
+            raise OutputFolderError(f"{given}: cannot read the folder ({err.strerror or err})") from None
         if not entries:
             return folder
         listed = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
-        raise OutputFolderError(f"{folder}: exists and is not an output folder of `{command}` (it holds {listed}); "
+        raise OutputFolderError(f"{given}: exists and is not an output folder of `{command}` (it holds {listed}); "
                                 f"give a new or empty folder as {option}")
     if owner["command"] != command:
-        raise OutputFolderError(f"{folder}: belongs to `{owner['command']}`, not to `{command}`; give another "
+        raise OutputFolderError(f"{given}: belongs to `{owner['command']}`, not to `{command}`; give another "
                                 f"folder as {option}")
     if params is not None:
         if owner.get("params") is None:
-            raise OutputFolderError(f"{folder}: an output of `{command}` that does not record its parameters "
+            raise OutputFolderError(f"{given}: an output of `{command}` that does not record its parameters "
                                     f"(an older version wrote it); remove it or give another folder as {option}")
         diff = differences(owner["params"], to_strict_json(params))
         if diff:
             more = f"; and {len(diff) - 6} more" if len(diff) > 6 else ""
-            raise OutputFolderError(f"{folder}: made by `{command}` with other parameters ({'; '.join(diff[:6])}"
+            raise OutputFolderError(f"{given}: made by `{command}` with other parameters ({'; '.join(diff[:6])}"
                                     f"{more}); give another folder as {option}, or remove this one to replace it")
     return folder
 
 
+def check_made_by(folder: str | os.PathLike, command: str, what: str) -> Path:
+    """``folder`` exists and ``command`` made it (its owner record, or an older version's full set of
+    files); else :class:`~dango_nb.errors.OutputFolderError` ``"<folder>: not a <what> ..."``. Returns
+    its real path."""
+    given = Path(folder)
+    if not given.is_dir():
+        found = "does not exist" if not os.path.lexists(given) else "is not a folder"
+        raise OutputFolderError(f"{given}: not a {what} (it {found}); give a folder `{command}` made")
+    real = given.resolve()
+    owner = read_owner(real)
+    if owner is None or owner["command"] != command:
+        by = f"no {OWNER_FILE}" if owner is None else f"made by `{owner['command']}`"
+        raise OutputFolderError(f"{given}: not a {what} ({by}); give a folder `{command}` made")
+    return real
+
+
 def write_owner(folder: str | os.PathLike, command: str, params: Mapping | None = None) -> None:
-    """Record in ``folder/owner.json`` that ``command`` with ``params`` made the folder."""
+    """Record in ``folder/owner.json`` that ``command`` with ``params`` made the folder (a rerun keeps
+    the first creation time)."""
+    path = Path(folder) / OWNER_FILE
+    created = None
+    with contextlib.suppress(OSError, ValueError):
+        old = json.loads(read_regular_text(path, follow=False))
+        if isinstance(old, dict) and old.get("command") == command and isinstance(old.get("created"), str):
+            created = old["created"]
     atomic_write_json({"command": command, "params": params,
-                       "created": _dt.datetime.now().isoformat(timespec="seconds")}, Path(folder) / OWNER_FILE)
+                       "created": created or _dt.datetime.now().isoformat(timespec="seconds")}, path)
 
 
 def lock_file_of(folder: str | os.PathLike) -> Path:
-    """The lock file of ``folder``: ``.<name>.lock`` beside it (a folder built elsewhere and renamed
-    into place, like a run folder, has the same lock before and after)."""
-    folder = Path(folder)
+    """The lock file of ``folder``: ``.<name>.lock`` beside its real path (every name of the folder,
+    a link or ``.``, has the same lock; a folder built elsewhere and renamed into place, like a run
+    folder, has the same lock before and after)."""
+    folder = Path(folder).resolve()
     return folder.parent / f".{folder.name}.lock"
+
+
+def _same_file(path: Path, fd: int) -> bool:
+    """``path`` (not followed) is the file open as ``fd``."""
+    try:
+        a, b = os.lstat(path), os.fstat(fd)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
 @contextlib.contextmanager
@@ -355,7 +481,8 @@ def folder_lock(folder: str | os.PathLike, lock_file: str | os.PathLike | None =
     An ``flock`` on the lock file: the kernel releases it when the holder exits, however it exits, so
     a killed command never leaves a stale lock. The holder writes its pid into the file; a second
     process fails at once with :class:`~dango_nb.errors.OutputFolderError` naming the folder and that
-    pid. Taking a lock this process already holds is allowed (nested calls)."""
+    pid. Taking a lock this process already holds is allowed (nested calls). The lock file must be a
+    regular file: a link there is never followed (it could make us overwrite someone's file)."""
     folder = Path(folder)
     lock = Path(lock_file) if lock_file is not None else lock_file_of(folder)
     key = os.path.abspath(lock)
@@ -372,9 +499,20 @@ def folder_lock(folder: str | os.PathLike, lock_file: str | os.PathLike | None =
         raise OutputFolderError(f"{folder}: cannot create {lock.parent} ({err.strerror or err})") from None
     while True:
         try:
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
         except OSError as err:
-            raise OutputFolderError(f"{folder}: cannot write its lock file {lock} ({err.strerror or err})") from None
+            what = "a symbolic link" if err.errno == errno.ELOOP else None
+            if what is None:
+                raise OutputFolderError(f"{folder}: cannot write its lock file {lock} "
+                                        f"({err.strerror or err})") from None
+        else:
+            mode = os.fstat(fd).st_mode
+            what = None if stat.S_ISREG(mode) else _kind(mode)
+            if what is not None:
+                os.close(fd)
+        if what is not None:
+            raise OutputFolderError(f"{lock}: {what} where the lock file of {folder} goes (a lock file is a regular "
+                                    "file); remove it, or give another folder")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -383,14 +521,12 @@ def folder_lock(folder: str | os.PathLike, lock_file: str | os.PathLike | None =
             except ValueError:
                 holder = {}
             os.close(fd)
+            if not isinstance(holder, dict):
+                holder = {}
             raise OutputFolderError(
                 f"{folder}: in use by another process (pid {holder.get('pid', '?')}, started "
                 f"{holder.get('started', '?')}; lock {lock}); wait for it to finish, or give another folder") from None
-        try:  # the holder before us may have removed the file after we opened it: lock the one at the path
-            same = os.stat(lock).st_ino == os.fstat(fd).st_ino
-        except FileNotFoundError:
-            same = False
-        if same:
+        if _same_file(lock, fd):  # the holder before us may have removed it after we opened it
             break
         os.close(fd)
     os.ftruncate(fd, 0)
@@ -401,8 +537,9 @@ def folder_lock(folder: str | os.PathLike, lock_file: str | os.PathLike | None =
         yield lock
     finally:
         del _HELD[key]
-        with contextlib.suppress(OSError):
-            os.unlink(lock)  # still holding it: a waiting process re-checks the path (above)
+        if _same_file(lock, fd):  # still holding it: a waiting process re-checks the path (above)
+            with contextlib.suppress(OSError):
+                os.unlink(lock)
         os.close(fd)
 
 
@@ -411,7 +548,7 @@ def owned_output_folder(folder: str | os.PathLike, command: str, params: Mapping
                         record: Mapping | None = None) -> Iterator[Path]:
     """Check ``folder`` (:func:`check_output_folder`), take its lock, check again (another process may
     have written it meanwhile), create it and record ``command`` and ``record`` (default ``params``) as
-    its owner; yields the folder, locked until the block ends."""
+    its owner; yields the folder's real path (write there), locked until the block ends."""
     folder = check_output_folder(folder, command, params)
     with folder_lock(folder):
         check_output_folder(folder, command, params)

@@ -502,7 +502,7 @@ def run_report(params_dir: str | os.PathLike, out: str | os.PathLike, only: Sequ
     if missing:
         raise ParamsError(f"{nb_dir}: notebook(s) {', '.join(missing)} not found (use --notebooks DIR)")
     kernel = kernel or pick_kernel()
-    check_output_folder(out, REPORT_COMMAND)
+    out = check_output_folder(out, REPORT_COMMAND)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -808,7 +808,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                       threads=args.threads, log_output=not args.quiet,
                                       progress=not args.quiet)
     except (OutputFolderError, ParamsError, ReportError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"{ap.prog}: error: {err}", file=sys.stderr)
         return 2
     except (ReportInterrupted, KeyboardInterrupt) as err:
         signum = err.signum if isinstance(err, ReportInterrupted) else signal.SIGINT

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from dango_nb.__main__ import build_parser, main
+from dango_nb.fileio import write_owner
 
 #: Command-line values tried on every option (as typed in a shell).
 BAD_ARGS = ("-1", "0", "1e30", "1" + "0" * 30, "nan", "inf", "abc")
@@ -111,6 +112,7 @@ def inputs(tmp_path):
     (d / "genes.txt").write_text("YAL001C\n")
     (d / "train.yaml").write_text(_TINY)
     (d / "sweep.yaml").write_text("base: train.yaml\naxes:\n  train.seed: [0, 1]\n")
+    write_owner(d, "dango-nb sweep", {})  # compare's SWEEP_DIR: a folder `dango-nb sweep` made
     return d
 
 

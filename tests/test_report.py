@@ -221,7 +221,8 @@ def test_unwritable_report_folder_is_a_clear_error(tmp_path, capsys):
     blocker.write_text("not a folder")
     assert report.main(["--params", str(TINY), "--out", str(blocker / "reports"), "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and str(blocker / "reports") in err and "Traceback" not in err
+    assert err.startswith(f"python -m dango_nb.report: error: {blocker / 'reports'}: {blocker} is not a folder")
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
 def test_sequential_runs_replace_per_run_subfolders(tmp_path):

@@ -147,14 +147,14 @@ def _add_compare(p: argparse.ArgumentParser) -> None:
 def _run_compare(args) -> int:
     import pandas as pd
 
-    from ..fileio import check_output_folder
+    from ..fileio import check_made_by
     from .compare import compare_recipes, write_recipes
     from .executor import SWEEP_COMMAND
 
-    check_output_folder(args.sweep_dir, SWEEP_COMMAND, option="SWEEP_DIR")  # recipes.csv goes into a sweep's own folder only
-    table = compare_recipes(args.sweep_dir, recipe=args.recipe, ensembles=args.ensembles, top_k=args.top_k,
+    sweep_dir = check_made_by(args.sweep_dir, SWEEP_COMMAND, "sweep folder")  # recipes.csv goes into a sweep's own folder only
+    table = compare_recipes(sweep_dir, recipe=args.recipe, ensembles=args.ensembles, top_k=args.top_k,
                             data_dir=args.data_dir)
-    path = write_recipes(table, args.sweep_dir)
+    path = write_recipes(table, sweep_dir)
     shown = ("split", "runs", "val_pearson", "val_pearson_sd", "test_pearson", "test_pearson_sd", "fraction_of_ceiling",
              "fraction_of_ceiling_sd", "best_additive", "margin_over_additive", "best_epoch", "ens_top_k_x_seeds")
     cols = list(table.attrs.get("recipe", [])) + [c for c in shown if c in table.columns]  # as in recipes.csv

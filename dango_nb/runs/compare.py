@@ -46,7 +46,7 @@ def _runs(sweep_dir: Path, data_dir: str | None = None) -> pd.DataFrame:
     is unfinished or was interrupted: the runs and their axis values come from the sweep's
     ``sweep.yaml``, the numbers from each run's ``run.json``; ``_data`` is the data section to load
     (:func:`_run_data`)."""
-    from ..errors import ParamsError
+    from ..errors import OutputFolderError, ParamsError
     from ..fileio import read_yaml
     from .executor import RunOutcome, sweep_specs
     from .folder import RunFolder, is_complete
@@ -71,7 +71,8 @@ def _runs(sweep_dir: Path, data_dir: str | None = None) -> pd.DataFrame:
         rows.append({**{f"_split_{k}": params["split"][k] for k in SPLIT_KEYS},
                      "_data": json.dumps(_run_data(spec.out, params["data"], data_dir), sort_keys=True)})
     if not outcomes:
-        raise FileNotFoundError(f"{sweep_dir}: no complete runs to compare")
+        raise OutputFolderError(f"{sweep_dir}: no complete runs to compare yet (0 of its {len(sweep.runs)} runs "
+                                "finished); run the sweep first")
     return pd.concat([results_table(outcomes, sweep.columns), pd.DataFrame(rows)], axis=1)
 
 

@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ..fileio import read_json
-from .folder import is_complete, read_progress, request_of, train_run
-from .folder import check_same_request
+from ..errors import ParamsError
+from ..fileio import differences, read_json, to_strict_json
+from .folder import check_same_request, is_complete, partial_path, read_progress, request_of, train_run
 from .sweep import RunSpec
 
 __all__ = ["RunOutcome", "check_complete_runs", "run_many", "ray_session"]
@@ -190,10 +190,22 @@ def _postfix(bar, running: dict[str, RunSpec]) -> None:
 
 def check_complete_runs(specs: Sequence[RunSpec]) -> None:
     """:class:`~dango_nb.errors.ParamsError` when a spec's folder is a complete run made with other
-    parameters (before anything is written)."""
+    parameters (before anything is written), or when an unfinished attempt of it (``.<name>.partial``) was
+    started with other parameters."""
     for spec in specs:
         if is_complete(spec.out):
             check_same_request(Path(spec.out), request_of(spec.params))
+            continue
+        partial = partial_path(spec.out)  # an interrupted run: its recorded request (train_run resumes it)
+        try:
+            recorded = read_json(partial / "request.json")
+        except (OSError, ValueError):  # none, or killed before it was written: nothing to resume
+            continue
+        diff = differences(recorded, to_strict_json(request_of(spec.params)))
+        if diff:
+            raise ParamsError(f"{spec.out}: an unfinished run of this folder ({partial.name}) was started with "
+                              f"other parameters ({'; '.join(diff[:6])}); give another --out, or remove {partial} "
+                              "to start the run again")
 
 
 def run_many(specs: Sequence[RunSpec], *, workers: int | None = None, address: str | None = None,
@@ -356,12 +368,11 @@ def run_sweep(sweep, out: str | os.PathLike, **kwargs) -> SweepResult:
 
     if not hasattr(sweep, "runs"):
         sweep = load_sweep(sweep)
-    out = Path(out)
+    out = check_output_folder(out, SWEEP_COMMAND)  # its real path: links and "." resolved, one lock per folder
     specs = sweep_specs(sweep, out)
     definition = to_strict_json({"source": sweep.source, **sweep.to_dict()})
     # checks first (the folder is a sweep's, its complete runs have these parameters), writes after;
     # a sweep may grow (new axis values), so the definition is recorded, not compared
-    check_output_folder(out, SWEEP_COMMAND)
     check_complete_runs(specs)
     with owned_output_folder(out, SWEEP_COMMAND, record=definition):
         check_complete_runs(specs)

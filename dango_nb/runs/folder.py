@@ -89,7 +89,16 @@ def request_of(params: RunParams) -> dict:
 
 def check_same_request(path: Path, request: Mapping) -> None:
     """Raise :class:`ParamsError` when the complete run folder ``path`` was made with other parameters."""
-    info = read_json(path / "run.json")
+    record = path / "run.json"
+    try:
+        info = read_json(record)
+    except (OSError, ValueError) as err:  # missing, a FIFO or folder, not JSON: never a traceback or a hang
+        detail = (getattr(err, "strerror", None) or str(err)).removeprefix(f"{record}: ")
+        raise OutputFolderError(f"{record}: unreadable run record ({detail}); remove {path} or give another "
+                                "folder as --out") from None
+    if not isinstance(info, dict):
+        raise OutputFolderError(f"{path / 'run.json'}: not a run record (expected a JSON object); remove {path} "
+                                "or give another folder as --out")
     diff = differences(info.get("request", {}), dict(request))
     if diff:
         raise ParamsError(f"{path}: a complete run folder with other parameters is already there "
@@ -189,7 +198,6 @@ def train_run(params: RunParams | Mapping, out: str | os.PathLike, *, run_id: st
         on_epoch: called as ``on_epoch(epoch, history_row)``.
     """
     out = Path(out)
-    run_id = run_id or out.name
     if not isinstance(params, RunParams):
         params = run_params(params, source or str(out))
     if progress is not None:
@@ -203,7 +211,8 @@ def train_run(params: RunParams | Mapping, out: str | os.PathLike, *, run_id: st
     if params.lambdas_file is not None:
         resolve_lambdas(params, None)  # a missing or bad lambda file fails now, not after the data loads
     request = request_of(params)
-    check_output_folder(out, TRAIN_COMMAND)
+    out = check_output_folder(out, TRAIN_COMMAND)  # its real path: links and "." resolved, one lock per folder
+    run_id = run_id or out.name
     if is_complete(out):
         check_same_request(out, request)
         return {**read_json(out / "run.json"), "skipped": True}

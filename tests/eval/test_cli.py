@@ -263,8 +263,8 @@ def test_evaluate_unwritable_out(tmp_path, capsys, unwritable_dir):
     out = unwritable_dir / "ev"
     assert main(["evaluate", "--preset", "tiny", "--data-dir", str(data_dir), "--models", "mean",
                  "--out", str(out)]) == 2
-    assert _err_line(capsys) == (f"dango-nb evaluate: error: argument --out: {out}: cannot write in "
-                                 f"{unwritable_dir} (permission denied)")
+    assert _err_line(capsys) == (f"dango-nb evaluate: error: {out}: cannot write in {unwritable_dir} (permission "
+                                 "denied); give another folder as --out")
     assert not data_dir.exists()
 
 

@@ -162,7 +162,8 @@ def test_bad_compare_input_is_one_line(finished_sweep, tmp_path, capsys):
     assert main(["compare", str(out), "--data-dir", data["data_dir"], "--recipe", "train.lrr"]) == 2
     assert _err(capsys).startswith("dango-nb compare: error: recipe column(s) ['train.lrr'] not in the sweep; ")
     assert main(["compare", str(tmp_path)]) == 2
-    assert _err(capsys) == f"dango-nb compare: error: {tmp_path}: not a sweep folder (no sweep.yaml)"
+    assert _err(capsys) == (f"dango-nb compare: error: {tmp_path}: not a sweep folder (no owner.json); give a folder "
+                            "`dango-nb sweep` made")
 
 
 def test_the_runs_data_are_checked_once_loaded(finished_sweep, tmp_path):
