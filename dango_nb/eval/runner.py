@@ -306,14 +306,25 @@ def _fit_runs(study, data, options: EvaluationOptions, specs, fold_list, config,
 def _set_aside_stale(run_specs) -> dict:
     """Complete run folders made with other parameters (an earlier report with other settings)
     are moved aside; :func:`_settle_stale` removes them once their replacement is complete."""
-    from dango_nb.fileio import read_json
-    from dango_nb.fileio import differences
+    from dango_nb.fileio import differences, read_json
     from dango_nb.runs.folder import is_complete, request_of
+
+    def recorded_request(out: Path):
+        # An unreadable or damaged record (not JSON, a folder, a FIFO) makes the run stale: it is
+        # retrained rather than trusted or shown as a traceback.
+        try:
+            info = read_json(out / "run.json")
+        except (OSError, ValueError):
+            return None
+        return info.get("request") if isinstance(info, dict) else None
 
     stale = {}
     for sp in run_specs:
         out = Path(sp.out)
-        if is_complete(out) and differences(read_json(out / "run.json").get("request", {}), request_of(sp.params)):
+        if not is_complete(out):
+            continue
+        request = recorded_request(out)
+        if request is None or differences(request, request_of(sp.params)):
             aside = out.with_name(f".{out.name}.replaced")
             if aside.exists():
                 import shutil

@@ -136,3 +136,26 @@ def test_a_run_folder_of_other_settings_is_replaced_only_by_a_complete_one(inlin
     assert RunFolder.open(out / "runs" / "random_fold0_seed0").params["train"]["lr"] == 0.02
     assert not list((out / "runs").glob(".*"))  # the replaced folder is gone once its new fit is complete
     assert r.metrics.loc[0, "pearson"] != inline.metrics.query("model == 'dango' and split == 'random'")["pearson"].iloc[0]
+
+
+@pytest.mark.parametrize("record", ["not json", "[1, 2]", "fifo", "folder"])
+def test_a_kept_run_with_a_damaged_record_is_retrained_not_a_traceback(tmp_path, record):
+    """A complete run folder of an evaluation whose run.json cannot be read is set aside (and
+    retrained), never trusted and never a traceback; a FIFO is not opened for reading."""
+    import os
+    from types import SimpleNamespace
+
+    from dango_nb.eval.runner import _set_aside_stale
+
+    out = tmp_path / "runs" / "random_fold0_seed0"
+    out.mkdir(parents=True)
+    (out / "COMPLETE").write_text("")
+    if record == "fifo":
+        os.mkfifo(out / "run.json")
+    elif record == "folder":
+        (out / "run.json").mkdir()
+    else:
+        (out / "run.json").write_text(record)
+    stale = _set_aside_stale([SimpleNamespace(out=str(out), run_id="r", params=None)])
+    assert stale == {"r": (out, out.with_name(".random_fold0_seed0.replaced"))}
+    assert not out.exists() and out.with_name(".random_fold0_seed0.replaced").is_dir()
