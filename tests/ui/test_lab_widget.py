@@ -193,9 +193,18 @@ def _digest(sig: str) -> str:
     return hashlib.sha256(sig.encode()).hexdigest()[:12]
 
 
+def _parsed_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def _saved_notebook_problems(nb_path: Path) -> list[str]:
-    """Error outputs and unexecuted code cells in the notebook as Lab saved it."""
-    nb = json.loads(nb_path.read_text())
+    """Error outputs and unexecuted code cells in the notebook as Lab saved it. Jupyter writes the
+    file in place (its atomic writing keeps a backup copy, it does not rename), so a read while a
+    save or an autosave is writing can see it empty or cut: read until it parses."""
+    nb = _wait_until(lambda: _parsed_json(nb_path), 30, f"{nb_path} to hold the saved notebook")
     problems = []
     for i, cell in enumerate(nb["cells"]):
         if cell["cell_type"] != "code":
