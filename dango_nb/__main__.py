@@ -191,7 +191,8 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
                    help="which side of the threshold to keep (default below)")
     p.add_argument("--all", action="store_true", help="with --genes: keep every triplet (no threshold)")
     p.add_argument("--top-k", type=int_at_least(1), default=None,
-                   help="checkpoints per run directory, best first (default: all kept)")
+                   help="checkpoints per run, best first (--run: default 1, the model run.json reports; "
+                        "--checkpoint DIR: default all kept)")
     p.add_argument("--chunk-size", type=int_in(1, MAX_CHUNK), default=200_000,
                    help="triplets scored per chunk (memory bound)")
     p.add_argument("--batch-size", type=int_in(1, MAX_CHUNK), default=4096, help="triplets per model forward pass")

@@ -68,15 +68,19 @@ def test_predict_from_the_run_folder_alone(trained, tmp_path, capsys):
     test = folder.predictions("test")
     test[["gene1", "gene2", "gene3"]].to_csv(tmp_path / "t.tsv", sep="\t", index=False)
     out = tmp_path / "pred.tsv"
-    rc = main(["predict", "--run", str(trained), "--top-k", "1", "--triplets", str(tmp_path / "t.tsv"),
+    # a plain --run (the run keeps 2 top-k checkpoints) uses the reported model only: it reproduces
+    # the best-epoch predictions the run recorded; --top-k 1 is the same
+    for extra in ([], ["--top-k", "1"]):
+        rc = main(["predict", "--run", str(trained), *extra, "--triplets", str(tmp_path / "t.tsv"),
+                   "--out", str(out), "--no-progress"])
+        assert rc == 0
+        assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["members"] == 1
+        pred = pd.read_csv(out, sep="\t")
+        np.testing.assert_allclose(pred["prediction"].to_numpy(), test["prediction"].to_numpy(), rtol=1e-5,
+                                   atol=1e-6)
+    # --top-k 2: the reported model and the other kept checkpoint
+    rc = main(["predict", "--run", str(trained), "--top-k", "2", "--triplets", str(tmp_path / "t.tsv"),
                "--out", str(out), "--no-progress"])
-    assert rc == 0
-    pred = pd.read_csv(out, sep="\t")
-    # the best checkpoint reproduces the best-epoch predictions the run recorded
-    np.testing.assert_allclose(pred["prediction"].to_numpy(), test["prediction"].to_numpy(), rtol=1e-5, atol=1e-6)
-    # all kept checkpoints: an ensemble of 2 members
-    rc = main(["predict", "--run", str(trained), "--triplets", str(tmp_path / "t.tsv"), "--out", str(out),
-               "--no-progress"])
     assert rc == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["members"] == 2
 
