@@ -257,6 +257,14 @@ def _refuse_output_over_input(out: Path, inputs: list[tuple[str, Path]]) -> None
                              "file")
 
 
+def _refuse_output_in_folders(out: Path, folders: list[tuple[str, Path]]) -> None:
+    """Writing the output inside a run, sweep or checkpoint folder could replace one of its files."""
+    where = Path(os.path.realpath(out))
+    for option, folder in folders:
+        if where.is_relative_to(os.path.realpath(folder)):
+            raise UsageError(f"--out {out} is inside the {option} folder {folder}; write the predictions outside it")
+
+
 def _run_predict(args) -> int:
     import numpy as np
 
@@ -265,6 +273,14 @@ def _run_predict(args) -> int:
 
     if not args.checkpoints and not args.runs:
         raise UsageError("give --run FOLDER (a run or sweep folder) or --checkpoint FILE")
+    runs = []
+    if args.runs:
+        from dango_nb.runs.cli import expand_runs
+
+        runs = [*args.runs, *expand_runs(args.runs)]  # a sweep's runs may be links to folders elsewhere
+    _refuse_output_in_folders(args.out, [*(("--run", r) for r in runs),
+                                         *(("--checkpoint", c if c.is_dir() else c.parent)
+                                           for c in args.checkpoints or [])])
     files = checkpoint_files(args.checkpoints, args.top_k) if args.checkpoints else []
     if args.runs:
         from dango_nb.runs.cli import run_checkpoint_files

@@ -290,3 +290,30 @@ def test_a_run_folder_without_best_pt_uses_its_top_k_checkpoint_of_the_best_epoc
 
     assert load_intact([path])[0]["epoch"] == folder.info["best_epoch"]
     assert folder.checkpoints()[0] == path and len(set(folder.checkpoints())) == len(folder.checkpoints())
+
+
+def test_predict_refuses_an_output_inside_a_run_sweep_or_checkpoint_folder(trained, tmp_path, capsys):
+    """--out inside a folder predict reads from could replace one of its files (the run's own
+    predictions, its history): refused before anything is read or written."""
+    test = RunFolder.open(trained).predictions("test")
+    test[["gene1", "gene2", "gene3"]].head(3).to_csv(tmp_path / "t.tsv", sep="\t", index=False)
+    sweep = tmp_path / "sweep"
+    (sweep / "runs").mkdir(parents=True)
+    (sweep / "runs" / "tiny").symlink_to(trained)
+    best = trained / "checkpoints" / "best.pt"
+    cases = [(["--run", str(trained)], trained / "predictions.parquet", "--run"),
+             (["--run", str(trained)], trained / "history.csv", "--run"),
+             (["--run", str(sweep)], sweep / "runs" / "tiny" / "predictions.parquet", "--run"),
+             (["--run", str(sweep)], sweep / "p.tsv", "--run"),
+             (["--checkpoint", str(best)], trained / "checkpoints" / "p.tsv", "--checkpoint"),
+             (["--checkpoint", str(trained / "checkpoints")], trained / "checkpoints" / "top" / "p.tsv",
+              "--checkpoint")]
+    for source, out, option in cases:
+        before = {p: p.read_bytes() for p in trained.rglob("*") if p.is_file()}
+        rc = main(["predict", *source, "--triplets", str(tmp_path / "t.tsv"), "--out", str(out), "--no-progress"])
+        err = capsys.readouterr().err
+        assert rc == 2, (source, out)
+        assert err.startswith(f"dango-nb predict: error: --out {out} is inside the {option} folder"), err
+        assert len(err.strip().splitlines()) == 1
+        assert {p: p.read_bytes() for p in trained.rglob("*") if p.is_file()} == before
+        assert not (sweep / "p.tsv").exists()
