@@ -265,6 +265,19 @@ def _refuse_output_in_folders(out: Path, folders: list[tuple[str, Path]]) -> Non
             raise UsageError(f"--out {out} is inside the {option} folder {folder}; write the predictions outside it")
 
 
+def _distinct_members(files: list[Path]) -> list[Path]:
+    """Each checkpoint file once (a run given twice, or its ``best.pt`` also given by
+    ``--checkpoint``, would weigh that model twice in the ensemble); the repeats are named."""
+    kept: list[Path] = []
+    for f in files:
+        first = next((k for k in kept if _same_file(f, k)), None)
+        if first is None:
+            kept.append(f)
+        else:
+            print(f"{PROG} predict: {f} is the same file as {first}: one ensemble member", file=sys.stderr)
+    return kept
+
+
 def _run_predict(args) -> int:
     import numpy as np
 
@@ -286,6 +299,7 @@ def _run_predict(args) -> int:
         from dango_nb.runs.cli import run_checkpoint_files
 
         files += run_checkpoint_files(args.runs, args.top_k)
+    files = _distinct_members(files)
     _refuse_output_over_input(args.out, [("--triplets", args.triplets), ("--genes", args.genes),
                                          ("--string", args.string), ("--kuzmin", args.kuzmin),
                                          *(("a checkpoint", f) for f in files)])

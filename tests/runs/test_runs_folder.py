@@ -317,3 +317,20 @@ def test_predict_refuses_an_output_inside_a_run_sweep_or_checkpoint_folder(train
         assert len(err.strip().splitlines()) == 1
         assert {p: p.read_bytes() for p in trained.rglob("*") if p.is_file()} == before
         assert not (sweep / "p.tsv").exists()
+
+
+def test_predict_counts_a_checkpoint_given_twice_once(trained, tmp_path, capsys):
+    test = RunFolder.open(trained).predictions("test")
+    test[["gene1", "gene2", "gene3"]].head(3).to_csv(tmp_path / "t.tsv", sep="\t", index=False)
+    best = trained / "checkpoints" / "best.pt"
+    link = tmp_path / "link"
+    link.symlink_to(trained)
+    for given in (["--run", str(trained), str(trained)], ["--run", str(trained), str(link)],
+                  ["--run", str(trained), "--checkpoint", str(best)],
+                  ["--checkpoint", str(best), str(link / "checkpoints" / "best.pt")]):
+        rc = main(["predict", *given, "--triplets", str(tmp_path / "t.tsv"), "--out", str(tmp_path / "p.tsv"),
+                   "--preset", "tiny", "--no-progress"])
+        captured = capsys.readouterr()
+        assert rc == 0, captured.err
+        assert json.loads(captured.out.strip().splitlines()[-1])["members"] == 1, given
+        assert "is the same file as" in captured.err and "one ensemble member" in captured.err
