@@ -274,7 +274,8 @@ def _distinct_members(files: list[Path]) -> list[Path]:
         if first is None:
             kept.append(f)
         else:
-            print(f"{PROG} predict: {f} is the same file as {first}: one ensemble member", file=sys.stderr)
+            same = "" if str(f) == str(first) else f" (the same file as {first})"
+            print(f"{PROG} predict: {f}{same} is given twice; counted once in the ensemble", file=sys.stderr)
     return kept
 
 

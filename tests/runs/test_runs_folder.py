@@ -333,4 +333,4 @@ def test_predict_counts_a_checkpoint_given_twice_once(trained, tmp_path, capsys)
         captured = capsys.readouterr()
         assert rc == 0, captured.err
         assert json.loads(captured.out.strip().splitlines()[-1])["members"] == 1, given
-        assert "is the same file as" in captured.err and "one ensemble member" in captured.err
+        assert "is given twice; counted once in the ensemble" in captured.err
