@@ -159,3 +159,30 @@ def test_an_unknown_gene_names_the_file_and_first_line(setup, tmp_path, capsys):
     assert main([*base, "--triplets", str(parquet), "--out", str(out)]) == 2
     assert _err(capsys).startswith(f"dango-nb predict: error: {parquet}: row 1: triplets: 1 gene name(s)")
     assert not out.exists()
+
+
+def test_a_file_that_is_not_a_checkpoint_is_one_line(setup, tmp_path, capsys):
+    import warnings
+
+    from dango_nb.errors import CheckpointWarning
+
+    study, base = setup
+    g = study.genes
+    triplets = tmp_path / "t.tsv"
+    triplets.write_text(f"{g[0]}\t{g[1]}\t{g[2]}\n")
+    other = tmp_path / "other"
+    other.mkdir()
+    text = other / "passwd"
+    text.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    empty = other / "empty.pt"
+    empty.write_bytes(b"")
+    src = base[base.index("--preset"):]
+    for bad in (text, empty):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", CheckpointWarning)  # no warning before the error
+            rc = main(["predict", "--checkpoint", str(bad), *src, "--triplets", str(triplets),
+                       "--out", str(tmp_path / "p.tsv")])
+        err = capsys.readouterr().err
+        assert rc == 2
+        assert err == f"dango-nb predict: error: {bad}: not a dango_nb checkpoint (not a file torch.save writes)\n"
+    assert not (tmp_path / "p.tsv").exists()
