@@ -334,3 +334,21 @@ def test_predict_counts_a_checkpoint_given_twice_once(trained, tmp_path, capsys)
         assert rc == 0, captured.err
         assert json.loads(captured.out.strip().splitlines()[-1])["members"] == 1, given
         assert "is given twice; counted once in the ensemble" in captured.err
+
+
+def test_predict_run_reads_the_runs_preset_from_data_dir(trained, tmp_path, capsys):
+    """``--data-dir`` with ``--run`` names where the run's preset benchmark lives (as the hint
+    ``--preset tiny --data-seed 0 [--data-dir DIR]`` says); --data-seed still needs --preset."""
+    test = RunFolder.open(trained).predictions("test")
+    test[["gene1", "gene2", "gene3"]].head(3).to_csv(tmp_path / "t.tsv", sep="\t", index=False)
+    data_dir = tmp_path / "data"
+    base = ["predict", "--run", str(trained), "--triplets", str(tmp_path / "t.tsv"), "--no-progress"]
+    assert main([*base, "--out", str(tmp_path / "a.tsv")]) == 0
+    assert main([*base, "--data-dir", str(data_dir), "--out", str(tmp_path / "b.tsv")]) == 0
+    err = capsys.readouterr().err
+    assert f"using the run's synthetic preset in --data-dir {data_dir}: --preset tiny --data-seed 0" in err
+    assert list(data_dir.rglob("manifest.json")), "the benchmark was not read from --data-dir"
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "a.tsv", sep="\t"), pd.read_csv(tmp_path / "b.tsv", sep="\t"))
+    assert main([*base, "--data-seed", "0", "--out", str(tmp_path / "c.tsv")]) == 2
+    assert capsys.readouterr().err == "dango-nb predict: error: --data-seed goes with --preset\n"
+    assert not (tmp_path / "c.tsv").exists()
