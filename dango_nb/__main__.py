@@ -109,16 +109,22 @@ def _add_source_arguments(p: argparse.ArgumentParser, command: str) -> None:
                        help="STRING protein.links.detailed file or DANGO release folder")
     g.add_argument("--data-seed", type=int_in(0, MAX_SEED), default=None,
                    help="with --preset: seed of the synthetic benchmark (default 0)")
-    g.add_argument("--data-dir", default=None, help="with --preset: where the benchmark lives / is generated")
+    g.add_argument("--data-dir", default=None, help="with --preset" + (" or --run" if command == "predict" else "") +
+                   ": where the benchmark lives / is generated")
     g.add_argument("--kuzmin", type=existing_file, default=None,
                    help="with --string: Kuzmin et al. 2018 Data S1 table (the screened genes absent from STRING "
                         "are part of the cell graph)")
 
 
 def _source_from_args(args) -> dict | None:
-    """The data source the command line names, or ``None`` when it names none."""
-    if args.preset is None and (args.data_seed is not None or args.data_dir is not None):
-        raise UsageError("--data-seed and --data-dir go with --preset")
+    """The data source the command line names, or ``None`` when it names none. ``predict --run``
+    alone may take ``--data-dir``: where the run's preset benchmark lives (:func:`_predict_source`)."""
+    runs = getattr(args, "runs", None)
+    if args.preset is None and args.data_seed is not None:
+        raise UsageError("--data-seed goes with --preset" if runs else "--data-seed and --data-dir go with --preset")
+    if args.preset is None and args.data_dir is not None and (not runs or args.string is not None):
+        raise UsageError("--data-dir goes with --preset or --run" if runs else
+                         "--data-seed and --data-dir go with --preset")
     if args.string is None and args.kuzmin is not None:
         raise UsageError("--kuzmin goes with --string")
     if args.string is not None:
@@ -191,7 +197,8 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
                    help="which side of the threshold to keep (default below)")
     p.add_argument("--all", action="store_true", help="with --genes: keep every triplet (no threshold)")
     p.add_argument("--top-k", type=int_at_least(1), default=None,
-                   help="checkpoints per run directory, best first (default: all kept)")
+                   help="checkpoints per run, best first (--run: default 1, the model run.json reports; "
+                        "--checkpoint DIR: default all kept)")
     p.add_argument("--chunk-size", type=int_in(1, MAX_CHUNK), default=200_000,
                    help="triplets scored per chunk (memory bound)")
     p.add_argument("--batch-size", type=int_in(1, MAX_CHUNK), default=4096, help="triplets per model forward pass")
@@ -205,17 +212,20 @@ def _predict_source(args, files: list[Path]) -> tuple[dict, list[tuple[Path, dic
     A checkpoint's record is never followed by itself: it could name any folder or file (a
     checkpoint may come from someone else), so without ``--preset``/``--string`` the command stops
     and shows the options that name the recorded source. The one exception is ``--run`` on a run
-    trained on an embedded preset in the default data folder: only the preset name and seed are
-    taken, and the benchmark is read from (or generated in) the user's own data folder, never a
-    recorded path (:func:`dango_nb.sources.own_source`, as ``compare`` does).
+    trained on an embedded preset: only the preset name and seed are taken, and the benchmark is
+    read from (or generated in) ``--data-dir`` or else the user's own data folder, never a recorded
+    path (:func:`dango_nb.sources.own_source`, as ``compare`` does; a run that recorded a data
+    folder of its own needs ``--data-dir``).
     """
     records = [(f, *_recorded(f)) for f in files]
     src = _source_from_args(args)
     if src is None and args.runs:
         rec = records[0][1]
-        src = own_source(rec) if isinstance(rec, dict) and isinstance(rec.get("preset"), str) else None
+        src = (own_source(rec, args.data_dir) if isinstance(rec, dict) and isinstance(rec.get("preset"), str)
+               else None)
         if src is not None:
-            print(f"{PROG} predict: using the run's synthetic preset: {source_options(rec)}", file=sys.stderr)
+            where = f" in --data-dir {args.data_dir}" if args.data_dir is not None else ""
+            print(f"{PROG} predict: using the run's synthetic preset{where}: {source_options(rec)}", file=sys.stderr)
     if src is None:
         named = source_options(records[0][1])
         if named is None:
@@ -256,6 +266,28 @@ def _refuse_output_over_input(out: Path, inputs: list[tuple[str, Path]]) -> None
                              "file")
 
 
+def _refuse_output_in_folders(out: Path, folders: list[tuple[str, Path]]) -> None:
+    """Writing the output inside a run, sweep or checkpoint folder could replace one of its files."""
+    where = Path(os.path.realpath(out))
+    for option, folder in folders:
+        if where.is_relative_to(os.path.realpath(folder)):
+            raise UsageError(f"--out {out} is inside the {option} folder {folder}; write the predictions outside it")
+
+
+def _distinct_members(files: list[Path]) -> list[Path]:
+    """Each checkpoint file once (a run given twice, or its ``best.pt`` also given by
+    ``--checkpoint``, would weigh that model twice in the ensemble); the repeats are named."""
+    kept: list[Path] = []
+    for f in files:
+        first = next((k for k in kept if _same_file(f, k)), None)
+        if first is None:
+            kept.append(f)
+        else:
+            same = "" if str(f) == str(first) else f" (the same file as {first})"
+            print(f"{PROG} predict: {f}{same} is given twice; counted once in the ensemble", file=sys.stderr)
+    return kept
+
+
 def _run_predict(args) -> int:
     import numpy as np
 
@@ -264,11 +296,20 @@ def _run_predict(args) -> int:
 
     if not args.checkpoints and not args.runs:
         raise UsageError("give --run FOLDER (a run or sweep folder) or --checkpoint FILE")
+    runs = []
+    if args.runs:
+        from dango_nb.runs.cli import expand_runs
+
+        runs = [*args.runs, *expand_runs(args.runs)]  # a sweep's runs may be links to folders elsewhere
+    _refuse_output_in_folders(args.out, [*(("--run", r) for r in runs),
+                                         *(("--checkpoint", c if c.is_dir() else c.parent)
+                                           for c in args.checkpoints or [])])
     files = checkpoint_files(args.checkpoints, args.top_k) if args.checkpoints else []
     if args.runs:
         from dango_nb.runs.cli import run_checkpoint_files
 
         files += run_checkpoint_files(args.runs, args.top_k)
+    files = _distinct_members(files)
     _refuse_output_over_input(args.out, [("--triplets", args.triplets), ("--genes", args.genes),
                                          ("--string", args.string), ("--kuzmin", args.kuzmin),
                                          *(("a checkpoint", f) for f in files)])

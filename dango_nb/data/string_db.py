@@ -23,6 +23,7 @@ import pyarrow.csv as pacsv
 
 from dango_nb.data.textio import (
     SYSTEMATIC_ORF, artefact_in, cut_error, decode_line, orf_name, read_bytes, unquote,
+    whitespace_line_error,
 )
 from dango_nb.errors import DataFormatError
 from dango_nb.fileio import atomic_write
@@ -145,8 +146,7 @@ def _lines(data: bytes, path: Path, start: int = 1):
         if not text:
             continue
         if not text.strip():
-            raise DataFormatError("the line holds only whitespace; expected a data line (or an empty line)",
-                                  path, line=lineno)
+            raise whitespace_line_error(path, lineno)
         yield lineno, text
 
 

@@ -63,10 +63,16 @@ def cut_error(data: bytes, path: Path, why: str = " (every line of a complete fi
                            "export it again", path, line=line)
 
 
+def whitespace_line_error(path: Path, line: int) -> DataFormatError:
+    """The error for a line holding only whitespace (the loaders skip empty lines, not these)."""
+    return DataFormatError("the line holds only whitespace; expected a data line (or an empty line)", path,
+                           line=line)
+
+
 def read_lines(path: str | Path, complete_last=None) -> list[tuple[int, str]]:
     """``(line number, text)`` of every line of a text file read the loaders' way: :func:`read_bytes`
     (``.gz``, BOM, cut file), each line decoded as UTF-8 (:func:`decode_line` names a bad one), the
-    ``\\r`` of CRLF line ends removed.
+    ``\\r`` of CRLF line ends removed; a line holding only whitespace is an error naming it.
 
     ``complete_last(text) -> bool`` accepts a last line without a final newline when it ends in a
     complete systematic ORF name (gene lists typed by hand or released without one); without it, or
@@ -79,7 +85,11 @@ def read_lines(path: str | Path, complete_last=None) -> list[tuple[int, str]]:
         lines.pop()
     elif data and not complete_last(last := decode_line(lines[-1], path, len(lines)).rstrip("\r")):
         raise cut_error(data, path, f" and {last.strip()!r} does not end in a complete systematic ORF name")
-    return [(k, decode_line(raw, path, k).rstrip("\r")) for k, raw in enumerate(lines, start=1)]
+    out = [(k, decode_line(raw, path, k).rstrip("\r")) for k, raw in enumerate(lines, start=1)]
+    for k, text in out:
+        if text and not text.strip():
+            raise whitespace_line_error(path, k)
+    return out
 
 
 def decode_line(raw: bytes, path: Path, line: int) -> str:

@@ -131,17 +131,20 @@ def gene_index(genes: Sequence[str]) -> dict[str, int]:
     return {g: i for i, g in enumerate(genes)}
 
 
-def to_indices(names: Iterable[str], vocabulary: Sequence[str] | dict[str, int], what: str = "genes") -> np.ndarray:
+def to_indices(names: Iterable[str], vocabulary: Sequence[str] | dict[str, int], what: str = "genes",
+               where=None) -> np.ndarray:
     """Map gene names to ids; unknown names raise :class:`~dango_nb.errors.UnknownGenesError` (a
-    ``KeyError``) that lists them (first 20)."""
+    ``KeyError``) that lists them (first 20). ``where(k)`` names the place of ``names[k]`` (e.g.
+    ``file:line``); the message starts with the place of the first unknown name."""
     from dango_nb.errors import UnknownGenesError
     lookup = vocabulary if isinstance(vocabulary, dict) else gene_index(vocabulary)
     names = list(names)
     unknown = [g for g in dict.fromkeys(names) if g not in lookup]
     if unknown:
         shown = ", ".join(map(str, unknown[:20])) + (f", ... ({len(unknown)} in all)" if len(unknown) > 20 else "")
-        raise UnknownGenesError(f"{what}: {len(unknown)} gene name(s) not in the model's vocabulary "
-                       f"({len(lookup)} genes): {shown}")
+        place = "" if where is None else f"{where(names.index(unknown[0]))}: "
+        raise UnknownGenesError(f"{place}{what}: {len(unknown)} gene name(s) not in the model's vocabulary "
+                                f"({len(lookup)} genes): {shown}")
     return np.fromiter((lookup[g] for g in names), dtype=np.int64, count=len(names))
 
 
@@ -181,7 +184,9 @@ def score_triplets(scorer: TripletScorer, triplets, batch_size: int = 100_000,
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     frame = _as_triplet_frame(triplets)
     lookup = gene_index(scorer.genes)
-    idx = to_indices(frame.to_numpy().reshape(-1), lookup, "triplets").reshape(-1, 3)
+    place = _place(getattr(triplets, "attrs", {}))
+    idx = to_indices(frame.to_numpy().reshape(-1), lookup, "triplets",
+                     None if place is None else lambda k: place(k // 3)).reshape(-1, 3)
     _check_distinct(idx, frame)
     preds, spreads = [], []
     for lo in _progress(range(0, len(idx), batch_size), progress, "scoring", max(1, -(-len(idx) // batch_size))):
@@ -205,8 +210,11 @@ def score_all_triplets(scorer: TripletScorer, genes: Sequence[str], threshold: f
     """
     if keep not in ("below", "above"):
         raise ValueError(f"keep must be 'below' or 'above', got {keep!r}")
-    genes = list(dict.fromkeys(map(str, genes)))
-    ids = to_indices(genes, gene_index(scorer.genes), "genes")
+    place = _place(getattr(genes, "attrs", {}))
+    given = list(map(str, genes))
+    genes = list(dict.fromkeys(given))
+    ids = to_indices(genes, gene_index(scorer.genes), "genes",
+                     None if place is None else lambda k: place(given.index(genes[k])))
     n = len(ids)
     total = n_triplets(n)
     kept_idx, kept_pred, kept_spread = [], [], []
@@ -242,6 +250,24 @@ def write_predictions(table: pd.DataFrame, path: str | os.PathLike) -> None:
     atomic_write_table(table.reset_index(drop=True), path)
 
 
+class GeneList(list):
+    """A gene list read from a file; ``attrs`` (``path``, ``lines``) name where each name stands."""
+
+    def __init__(self, names=(), attrs: dict | None = None):
+        super().__init__(names)
+        self.attrs = dict(attrs or {})
+
+
+def _place(attrs: dict):
+    """``k -> "file:line"`` (or ``"file: row k"`` for Parquet) of the k-th name a reader read, or ``None``."""
+    path, lines = attrs.get("path"), attrs.get("lines")
+    if path is None:
+        return None
+    if lines is None:
+        return lambda k: f"{path}: row {k}"
+    return lambda k: f"{path}:{lines[k]}"
+
+
 def _name_fields(text: str) -> list[str]:
     """The fields of one line of a gene or triplet list: '#' comments dropped, split at tabs, commas
     or spaces, CSV quotes removed."""
@@ -269,18 +295,27 @@ def _ends_in_orf(text: str) -> bool:
     return bool(fields) and SYSTEMATIC_ORF.match(fields[-1]) is not None
 
 
-def read_gene_list(path: str | os.PathLike) -> list[str]:
+def read_gene_list(path: str | os.PathLike) -> GeneList:
     """One gene name per line (first whitespace-separated field; '#' comments and blanks skipped).
 
-    A ``.tsv``/``.csv`` file with a ``gene`` column header is read by that column. Read the way the
+    A ``.tsv``/``.csv`` file with a ``gene`` column header is read by that column, a ``.parquet``
+    file by its ``gene`` column (one that is not Parquet is a ``DataFormatError``). Read the way the
     data loaders read (:func:`dango_nb.data.textio.read_lines`: ``.gz``, BOM, CRLF, CSV quotes, a
-    non-UTF-8 line or a cut last line named); names are upper-cased ORF names (``orf_name``).
+    non-UTF-8 or whitespace-only line or a cut last line named); names are upper-cased ORF names
+    (``orf_name``). ``attrs`` names the file and each name's line.
     """
     from dango_nb.data.textio import read_lines
     from dango_nb.errors import DataFormatError
 
     path = os.fspath(path)
-    genes: list[str] = []
+    if path.endswith(".parquet"):
+        genes = GeneList(_read_parquet_names(path, ("gene",))["gene"])
+        if not genes:
+            raise DataFormatError("no gene names found", path=path)
+        genes.attrs = {"path": path, "lines": None}
+        return genes
+    genes = GeneList()
+    lines: list[int] = []
     header_col = None
     for lineno, text in read_lines(path, complete_last=_ends_in_orf):
         fields = _name_fields(text)
@@ -293,12 +328,16 @@ def read_gene_list(path: str | os.PathLike) -> list[str]:
         if col >= len(fields):
             raise DataFormatError(f"expected a gene name in field {col + 1}", path=path, line=lineno, column="gene")
         genes.append(_gene_name(fields[col], path, lineno))
+        lines.append(lineno)
     if not genes:
         raise DataFormatError("no gene names found (one per line expected)", path=path)
+    genes.attrs = {"path": path, "lines": lines}
     return genes
 
 
-def _read_parquet_triplets(path: str) -> pd.DataFrame:
+def _read_parquet_names(path: str, columns: tuple[str, ...]) -> pd.DataFrame:
+    """The name ``columns`` of a Parquet file, as canonical ORF names; a file that is not Parquet, a
+    missing column or a name holding an export artefact is a ``DataFormatError``."""
     from dango_nb.data.textio import artefact_in, orf_name
     from dango_nb.errors import DataFormatError
 
@@ -307,10 +346,10 @@ def _read_parquet_triplets(path: str) -> pd.DataFrame:
     except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
         why = " ".join(str(err).split())
         raise DataFormatError(f"not a readable Parquet file ({type(err).__name__}: {why})", path=path) from None
-    missing = [c for c in ("gene1", "gene2", "gene3") if c not in frame.columns]
+    missing = [c for c in columns if c not in frame.columns]
     if missing:
-        raise DataFormatError(f"missing column(s) {missing}; expected gene1, gene2, gene3", path=path)
-    frame = frame[["gene1", "gene2", "gene3"]].astype(str)
+        raise DataFormatError(f"missing column(s) {missing}; expected {', '.join(columns)}", path=path)
+    frame = frame[list(columns)].astype(str)
     for c in frame.columns:
         for name in pd.unique(frame[c]):  # each distinct name once
             if artefact_in(name) is not None:
@@ -326,16 +365,19 @@ def read_triplet_list(path: str | os.PathLike) -> pd.DataFrame:
     headerless file of three whitespace/tab/comma-separated names per line.
 
     Text is read the way the data loaders read (:func:`dango_nb.data.textio.read_lines`: ``.gz``,
-    BOM, CRLF, CSV quotes, a non-UTF-8 line or a cut last line named); names are upper-cased ORF
-    names (``orf_name``). A ``.parquet`` file that is not Parquet is a ``DataFormatError``.
+    BOM, CRLF, CSV quotes, a non-UTF-8 or whitespace-only line or a cut last line named); names are
+    upper-cased ORF names (``orf_name``); ``attrs`` names the file and each row's line. A
+    ``.parquet`` file that is not Parquet is a ``DataFormatError``.
     """
     from dango_nb.data.textio import read_lines
     from dango_nb.errors import DataFormatError
 
     path = os.fspath(path)
     if path.endswith(".parquet"):
-        return _read_parquet_triplets(path)
-    rows = []
+        frame = _read_parquet_names(path, ("gene1", "gene2", "gene3"))
+        frame.attrs = {"path": path, "lines": None}
+        return frame
+    rows, lines = [], []
     for lineno, text in read_lines(path, complete_last=_ends_in_orf):
         fields = _name_fields(text)
         if not fields:
@@ -349,9 +391,12 @@ def read_triplet_list(path: str | os.PathLike) -> pd.DataFrame:
             raise DataFormatError(f"triplet {' '.join(names)} repeats a gene; a triplet needs three "
                                   "different genes", path=path, line=lineno)
         rows.append(names)
+        lines.append(lineno)
     if not rows:
         raise DataFormatError("no triplets found (three gene names per line expected)", path=path)
-    return pd.DataFrame(rows, columns=["gene1", "gene2", "gene3"])
+    frame = pd.DataFrame(rows, columns=["gene1", "gene2", "gene3"])
+    frame.attrs = {"path": path, "lines": np.asarray(lines, dtype=np.int64)}  # an array: cheap to copy
+    return frame
 
 
 def _progress(iterable, enabled: bool, desc: str, total: int):

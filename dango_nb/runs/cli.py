@@ -180,8 +180,8 @@ def _run_folder(text: str) -> Path:
 def add_predict_run_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", dest="runs", nargs="+", action="extend", default=None, metavar="FOLDER", type=_run_folder,
                    help="run folder(s) from `dango-nb train`, or a sweep folder (all its complete runs): each "
-                        "run's reported model (checkpoints/best.pt), then its other top-k checkpoints; several = "
-                        "ensemble")
+                        "run's reported model (checkpoints/best.pt; --top-k K: its K best kept checkpoints); "
+                        "several = ensemble")
 
 
 def expand_runs(paths) -> list[Path]:
@@ -206,11 +206,12 @@ def expand_runs(paths) -> list[Path]:
 
 def run_checkpoint_files(runs, top_k: int | None = None) -> list[Path]:
     """Checkpoint files of the run folders (or sweep folders) ``runs``, for ``predict``: per run the
-    model its ``run.json`` reports, then its other kept top-k checkpoints (at most ``top_k`` in all;
-    :meth:`~dango_nb.runs.folder.RunFolder.checkpoints`)."""
+    model its ``run.json`` reports (``top_k`` ``None`` or 1), so that a run reproduces its own
+    ``predictions.parquet``; with ``top_k`` K, that model then its other kept checkpoints, K in all
+    (:meth:`~dango_nb.runs.folder.RunFolder.checkpoints`)."""
     from .folder import RunFolder
 
-    return [f for r in expand_runs(runs) for f in RunFolder.open(r).checkpoints(top_k)]
+    return [f for r in expand_runs(runs) for f in RunFolder.open(r).checkpoints(1 if top_k is None else top_k)]
 
 
 COMMANDS = {

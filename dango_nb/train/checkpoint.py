@@ -168,6 +168,10 @@ def save_checkpoint(obj: Mapping[str, Any], path) -> None:
         fh.write(hashlib.sha256(data).hexdigest() + "\n")
 
 
+#: The first bytes of every file ``torch.save`` writes (a zip archive).
+TORCH_ZIP_MAGIC = b"PK\x03\x04"
+
+
 def _read(path: Path, device) -> dict[str, Any]:
     """One checkpoint file, its bytes checked against its sidecar; :class:`CheckpointError` when
     the file is missing, damaged or unreadable."""
@@ -182,9 +186,8 @@ def _read(path: Path, device) -> dict[str, Any]:
         if not recorded or recorded[0].lower() != actual:
             raise CheckpointError(f"damaged: its SHA-256 is {actual}, {side.name} records "
                                   f"{recorded[0] if recorded else 'nothing'}", path=path)
-    else:
-        warnings.warn(f"{path}: no checksum file {side.name}; loading it unverified", CheckpointWarning,
-                      stacklevel=3)
+    if not data.startswith(TORCH_ZIP_MAGIC):  # torch.save writes a zip archive; anything else is another file
+        raise CheckpointError("not a dango_nb checkpoint (not a file torch.save writes)", path=path)
     try:
         ckpt = torch.load(io.BytesIO(data), map_location=device, weights_only=True)
     except Exception as err:  # any unreadable file gets the same clear message
@@ -192,6 +195,9 @@ def _read(path: Path, device) -> dict[str, Any]:
                               path=path) from err
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"not a dango_nb checkpoint (holds a {type(ckpt).__name__})", path=path)
+    if not side.is_file():  # warned only for a file that is a checkpoint at all
+        warnings.warn(f"{path}: no checksum file {side.name}; loading it unverified", CheckpointWarning,
+                      stacklevel=3)
     return ckpt
 
 
@@ -223,6 +229,8 @@ def load_intact(paths, device="cpu") -> tuple[dict[str, Any], Path]:
             warnings.warn(f"{'; '.join(map(str, refused))}; using {path}, the newest intact checkpoint, instead",
                           CheckpointWarning, stacklevel=2)
         return ckpt, path
+    if len(refused) == 1 and len(paths) == 1:  # one file: its own reason, named once
+        raise refused[0]
     if refused:
         raise CheckpointError("no intact checkpoint: " + "; ".join(map(str, refused)), path=paths[0])
     raise CheckpointError("checkpoint not found", path=paths[0])

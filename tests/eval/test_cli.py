@@ -158,7 +158,8 @@ def test_console_script_exit_code_and_message(setup, tmp_path):
 def _with_source(ckpt, tmp_path, source) -> Path:
     saved = torch.load(_best(ckpt), map_location="cpu", weights_only=True)
     saved["source"] = source
-    path = tmp_path / "recorded.pt"
+    path = tmp_path / "recorded" / "recorded.pt"  # --out may not lie in a checkpoint's folder
+    path.parent.mkdir(exist_ok=True)
     torch.save(saved, path)
     return path
 

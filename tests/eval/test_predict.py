@@ -204,7 +204,8 @@ def test_cli_predict_genes_and_triplets(trained_run, tmp_path, capsys):
 
     saved = torch.load(list_checkpoints(ckpt)["path"].iloc[0], map_location="cpu", weights_only=True)
     saved.pop("source")
-    bare = tmp_path / "bare.pt"
+    bare = tmp_path / "bare" / "bare.pt"  # --out may not lie in a checkpoint's folder
+    bare.parent.mkdir()
     torch.save(saved, bare)
     assert main(["predict", "--checkpoint", str(bare), "--genes", str(gfile), "--out", str(out)]) == 2
     assert "no data source: give --preset" in capsys.readouterr().err

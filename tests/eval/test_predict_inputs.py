@@ -108,3 +108,81 @@ def test_out_may_not_be_an_input(setup, tmp_path, capsys):
     assert main([*base, "--genes", str(genes), "--out", str(genes), "--all"]) == 2
     assert "is the same file as --genes" in _err(capsys)
     assert genes.read_text() == "\n".join(g[:5]) + "\n"
+
+
+@pytest.mark.parametrize("reader", [read_triplet_list, read_gene_list])
+def test_a_whitespace_only_line_is_named_as_the_loaders_name_it(reader, tmp_path):
+    spaced = tmp_path / "spaced.tsv"
+    spaced.write_text("YAL001C\tYBR002W\tYCL003C\n \t \nYAL001C\tYBR002W\tYDR004W\n")
+    with pytest.raises(DataFormatError, match=rf"^{spaced}:2: the line holds only whitespace; expected a data "
+                                              r"line \(or an empty line\)$"):
+        reader(spaced)
+    # an empty line and a comment line are still skipped
+    spaced.write_text("YAL001C\tYBR002W\tYCL003C\n\n# note\nYAL001C\tYBR002W\tYDR004W\n")
+    assert len(reader(spaced)) == 2
+
+
+def test_genes_and_triplets_named_parquet_share_the_parquet_check(setup, tmp_path, capsys):
+    study, base = setup
+    g = study.genes
+    out = tmp_path / "p.tsv"
+    fake = tmp_path / "genes.parquet"
+    fake.write_text("\n".join(g[:5]) + "\n")
+    assert main([*base, "--genes", str(fake), "--out", str(out), "--all"]) == 2
+    assert _err(capsys).startswith(f"dango-nb predict: error: {fake}: not a readable Parquet file (")
+    assert not out.exists()
+    real = tmp_path / "real.parquet"
+    pd.DataFrame({"gene": [x.lower() for x in g[:5]]}).to_parquet(real)
+    assert read_gene_list(real) == list(g[:5])
+    pd.DataFrame({"name": g[:5]}).to_parquet(real)
+    with pytest.raises(DataFormatError, match=rf"^{real}: missing column\(s\) \['gene'\]; expected gene$"):
+        read_gene_list(real)
+
+
+def test_an_unknown_gene_names_the_file_and_first_line(setup, tmp_path, capsys):
+    study, base = setup
+    g = study.genes
+    out = tmp_path / "p.tsv"
+    triplets = tmp_path / "t.tsv"
+    triplets.write_text(f"gene1\tgene2\tgene3\n{g[0]}\t{g[1]}\t{g[2]}\n\n{g[3]}\tYFOO01X\t{g[5]}\n"
+                        f"YBAR02X\t{g[1]}\t{g[2]}\n")
+    assert main([*base, "--triplets", str(triplets), "--out", str(out)]) == 2
+    assert _err(capsys) == (f"dango-nb predict: error: {triplets}:4: triplets: 2 gene name(s) not in the model's "
+                            f"vocabulary ({len(g)} genes): YFOO01X, YBAR02X")
+    genes = tmp_path / "genes.txt"
+    genes.write_text(f"{g[0]}\n{g[1]}\n{g[0]}\n# x\nYFOO01X\n{g[2]}\n")
+    assert main([*base, "--genes", str(genes), "--out", str(out), "--all"]) == 2
+    assert _err(capsys) == (f"dango-nb predict: error: {genes}:5: genes: 1 gene name(s) not in the model's "
+                            f"vocabulary ({len(g)} genes): YFOO01X")
+    parquet = tmp_path / "t.parquet"
+    pd.DataFrame({"gene1": [g[0], "YFOO01X"], "gene2": [g[1], g[4]], "gene3": [g[2], g[5]]}).to_parquet(parquet)
+    assert main([*base, "--triplets", str(parquet), "--out", str(out)]) == 2
+    assert _err(capsys).startswith(f"dango-nb predict: error: {parquet}: row 1: triplets: 1 gene name(s)")
+    assert not out.exists()
+
+
+def test_a_file_that_is_not_a_checkpoint_is_one_line(setup, tmp_path, capsys):
+    import warnings
+
+    from dango_nb.errors import CheckpointWarning
+
+    study, base = setup
+    g = study.genes
+    triplets = tmp_path / "t.tsv"
+    triplets.write_text(f"{g[0]}\t{g[1]}\t{g[2]}\n")
+    other = tmp_path / "other"
+    other.mkdir()
+    text = other / "passwd"
+    text.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    empty = other / "empty.pt"
+    empty.write_bytes(b"")
+    src = base[base.index("--preset"):]
+    for bad in (text, empty):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", CheckpointWarning)  # no warning before the error
+            rc = main(["predict", "--checkpoint", str(bad), *src, "--triplets", str(triplets),
+                       "--out", str(tmp_path / "p.tsv")])
+        err = capsys.readouterr().err
+        assert rc == 2
+        assert err == f"dango-nb predict: error: {bad}: not a dango_nb checkpoint (not a file torch.save writes)\n"
+    assert not (tmp_path / "p.tsv").exists()

@@ -68,15 +68,19 @@ def test_predict_from_the_run_folder_alone(trained, tmp_path, capsys):
     test = folder.predictions("test")
     test[["gene1", "gene2", "gene3"]].to_csv(tmp_path / "t.tsv", sep="\t", index=False)
     out = tmp_path / "pred.tsv"
-    rc = main(["predict", "--run", str(trained), "--top-k", "1", "--triplets", str(tmp_path / "t.tsv"),
+    # a plain --run (the run keeps 2 top-k checkpoints) uses the reported model only: it reproduces
+    # the best-epoch predictions the run recorded; --top-k 1 is the same
+    for extra in ([], ["--top-k", "1"]):
+        rc = main(["predict", "--run", str(trained), *extra, "--triplets", str(tmp_path / "t.tsv"),
+                   "--out", str(out), "--no-progress"])
+        assert rc == 0
+        assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["members"] == 1
+        pred = pd.read_csv(out, sep="\t")
+        np.testing.assert_allclose(pred["prediction"].to_numpy(), test["prediction"].to_numpy(), rtol=1e-5,
+                                   atol=1e-6)
+    # --top-k 2: the reported model and the other kept checkpoint
+    rc = main(["predict", "--run", str(trained), "--top-k", "2", "--triplets", str(tmp_path / "t.tsv"),
                "--out", str(out), "--no-progress"])
-    assert rc == 0
-    pred = pd.read_csv(out, sep="\t")
-    # the best checkpoint reproduces the best-epoch predictions the run recorded
-    np.testing.assert_allclose(pred["prediction"].to_numpy(), test["prediction"].to_numpy(), rtol=1e-5, atol=1e-6)
-    # all kept checkpoints: an ensemble of 2 members
-    rc = main(["predict", "--run", str(trained), "--triplets", str(tmp_path / "t.tsv"), "--out", str(out),
-               "--no-progress"])
     assert rc == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["members"] == 2
 
@@ -286,3 +290,65 @@ def test_a_run_folder_without_best_pt_uses_its_top_k_checkpoint_of_the_best_epoc
 
     assert load_intact([path])[0]["epoch"] == folder.info["best_epoch"]
     assert folder.checkpoints()[0] == path and len(set(folder.checkpoints())) == len(folder.checkpoints())
+
+
+def test_predict_refuses_an_output_inside_a_run_sweep_or_checkpoint_folder(trained, tmp_path, capsys):
+    """--out inside a folder predict reads from could replace one of its files (the run's own
+    predictions, its history): refused before anything is read or written."""
+    test = RunFolder.open(trained).predictions("test")
+    test[["gene1", "gene2", "gene3"]].head(3).to_csv(tmp_path / "t.tsv", sep="\t", index=False)
+    sweep = tmp_path / "sweep"
+    (sweep / "runs").mkdir(parents=True)
+    (sweep / "runs" / "tiny").symlink_to(trained)
+    best = trained / "checkpoints" / "best.pt"
+    cases = [(["--run", str(trained)], trained / "predictions.parquet", "--run"),
+             (["--run", str(trained)], trained / "history.csv", "--run"),
+             (["--run", str(sweep)], sweep / "runs" / "tiny" / "predictions.parquet", "--run"),
+             (["--run", str(sweep)], sweep / "p.tsv", "--run"),
+             (["--checkpoint", str(best)], trained / "checkpoints" / "p.tsv", "--checkpoint"),
+             (["--checkpoint", str(trained / "checkpoints")], trained / "checkpoints" / "top" / "p.tsv",
+              "--checkpoint")]
+    for source, out, option in cases:
+        before = {p: p.read_bytes() for p in trained.rglob("*") if p.is_file()}
+        rc = main(["predict", *source, "--triplets", str(tmp_path / "t.tsv"), "--out", str(out), "--no-progress"])
+        err = capsys.readouterr().err
+        assert rc == 2, (source, out)
+        assert err.startswith(f"dango-nb predict: error: --out {out} is inside the {option} folder"), err
+        assert len(err.strip().splitlines()) == 1
+        assert {p: p.read_bytes() for p in trained.rglob("*") if p.is_file()} == before
+        assert not (sweep / "p.tsv").exists()
+
+
+def test_predict_counts_a_checkpoint_given_twice_once(trained, tmp_path, capsys):
+    test = RunFolder.open(trained).predictions("test")
+    test[["gene1", "gene2", "gene3"]].head(3).to_csv(tmp_path / "t.tsv", sep="\t", index=False)
+    best = trained / "checkpoints" / "best.pt"
+    link = tmp_path / "link"
+    link.symlink_to(trained)
+    for given in (["--run", str(trained), str(trained)], ["--run", str(trained), str(link)],
+                  ["--run", str(trained), "--checkpoint", str(best)],
+                  ["--checkpoint", str(best), str(link / "checkpoints" / "best.pt")]):
+        rc = main(["predict", *given, "--triplets", str(tmp_path / "t.tsv"), "--out", str(tmp_path / "p.tsv"),
+                   "--preset", "tiny", "--no-progress"])
+        captured = capsys.readouterr()
+        assert rc == 0, captured.err
+        assert json.loads(captured.out.strip().splitlines()[-1])["members"] == 1, given
+        assert "is given twice; counted once in the ensemble" in captured.err
+
+
+def test_predict_run_reads_the_runs_preset_from_data_dir(trained, tmp_path, capsys):
+    """``--data-dir`` with ``--run`` names where the run's preset benchmark lives (as the hint
+    ``--preset tiny --data-seed 0 [--data-dir DIR]`` says); --data-seed still needs --preset."""
+    test = RunFolder.open(trained).predictions("test")
+    test[["gene1", "gene2", "gene3"]].head(3).to_csv(tmp_path / "t.tsv", sep="\t", index=False)
+    data_dir = tmp_path / "data"
+    base = ["predict", "--run", str(trained), "--triplets", str(tmp_path / "t.tsv"), "--no-progress"]
+    assert main([*base, "--out", str(tmp_path / "a.tsv")]) == 0
+    assert main([*base, "--data-dir", str(data_dir), "--out", str(tmp_path / "b.tsv")]) == 0
+    err = capsys.readouterr().err
+    assert f"using the run's synthetic preset in --data-dir {data_dir}: --preset tiny --data-seed 0" in err
+    assert list(data_dir.rglob("manifest.json")), "the benchmark was not read from --data-dir"
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "a.tsv", sep="\t"), pd.read_csv(tmp_path / "b.tsv", sep="\t"))
+    assert main([*base, "--data-seed", "0", "--out", str(tmp_path / "c.tsv")]) == 2
+    assert capsys.readouterr().err == "dango-nb predict: error: --data-seed goes with --preset\n"
+    assert not (tmp_path / "c.tsv").exists()
