@@ -285,6 +285,14 @@ def _hints(cls) -> dict[str, Any]:
     return typing.get_type_hints(cls, globalns=dict(vars(sys.modules[cls.__module__])))
 
 
+def _container_of(value: Any, tp: Any) -> bool:
+    """Whether ``value`` is the mapping or list that ``tp`` (a dataclass, dict or list type) expects."""
+    origin = typing.get_origin(tp) or tp
+    if dataclasses.is_dataclass(tp) or origin is dict:
+        return isinstance(value, Mapping)
+    return origin in (list, tuple) and isinstance(value, (list, tuple))
+
+
 def _convert(value: Any, tp: Any, key: str, source: str) -> Any:
     def bad() -> ParamsError:
         return ParamsError(f"{source}: key '{key}': expected {_type_name(tp)}, got {type(value).__name__} {shown(value)}")
@@ -303,6 +311,8 @@ def _convert(value: Any, tp: Any, key: str, source: str) -> Any:
             try:
                 return _convert(value, arg, key, source)
             except ParamsError:
+                if _container_of(value, arg):  # the value has this arm's shape: its error names the field
+                    raise
                 continue
         raise bad()
     if origin is Literal:

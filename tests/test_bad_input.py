@@ -336,6 +336,9 @@ def test_values_shown_in_messages_are_bounded(inputs, no_work, tmp_path, capsys)
     (["lambdas={coexpresion: 1.0}"], "key 'lambdas.coexpresion': not a STRING channel; expected one of "
                                      "neighborhood, fusion, cooccurence, coexpression"),
     (["lambdas.coexpression=.inf"], "key 'lambdas.coexpression': expected a number > 0 and <= 1e+06, got inf"),
+    (["lambdas.coexpression=inf"], "key 'lambdas.coexpression': expected a number, got str 'inf'"),
+    (["split.n_folds=1"], "n_folds: expected an integer from 2 to"),
+    (["split.name=bogus"], "key 'split.name': expected one of 'random', 'gene1', 'gene2', got str 'bogus'"),
     (["lambdas_file=missing.json"], "missing.json: lambda file not found"),
     (["data.data_dir=/tmp/" + "d" * 300], "data_dir: a file or folder name of 300 bytes is longer than NAME_MAX (255)"),
     (["data.data_dir=" + "/d" * 2100], "data_dir: path of 4200 bytes is too long (4095 at most here, PATH_MAX 4096)"),
@@ -349,6 +352,25 @@ def test_run_parameters_refused_before_any_work(inputs, no_work, tmp_path, capsy
     line = _one_error_line(capsys.readouterr().err, "train")
     assert message in line, line
     assert not out.exists() and not (tmp_path / ".r.partial").exists()
+
+
+def test_lambdas_missing_a_channel_of_the_data_are_refused_and_leave_nothing(inputs, tmp_path, capsys, monkeypatch):
+    """The channels are known once the data load: the check runs then, before any folder is made."""
+    def no_fit(*args, **kwargs):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr("dango_nb.runs._api.fit", no_fit)
+    out = tmp_path / "bad" / "q3"
+    argv = ["train", str(inputs / "train.yaml"), "--out", str(out), "--set", "lambdas={coexpression: 0.5}",
+            "--set", "train.epochs=2", "--set", f"data.data_dir={tmp_path / 'data'}"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    line = [x for x in err.splitlines() if x.startswith("dango-nb train: error: ")]
+    assert len(line) == 1, err
+    assert ("key 'lambdas': no lambda for channel(s) neighborhood, fusion, cooccurence, experimental, database "
+            "of the data; lambdas are given for: coexpression") in line[0]
+    assert not out.exists() and not (out.parent / ".q3.partial").exists()
 
 
 def test_lambda_file_with_infinity_is_refused(tmp_path):
