@@ -26,7 +26,7 @@ import warnings
 from pathlib import Path
 from typing import Callable
 
-from dango_nb.argtypes import MAX_SEED, finite_float, int_at_least, int_in, ray_address
+from dango_nb.argtypes import MAX_SEED, data_folder, finite_float, int_at_least, int_in, ray_address
 from dango_nb.errors import (CheckpointError, DataFormatError, OutputFolderError, ParamsError, SourceMismatchError,
                              UnknownGenesError, UsageError)
 from dango_nb.fileio import to_strict_json
@@ -109,7 +109,7 @@ def _add_source_arguments(p: argparse.ArgumentParser, command: str) -> None:
                        help="STRING protein.links.detailed file or DANGO release folder")
     g.add_argument("--data-seed", type=int_in(0, MAX_SEED), default=None,
                    help="with --preset: seed of the synthetic benchmark (default 0)")
-    g.add_argument("--data-dir", default=None, help="with --preset: where the benchmark lives / is generated")
+    g.add_argument("--data-dir", type=data_folder, default=None, help="with --preset: where the benchmark lives / is generated")
     g.add_argument("--kuzmin", type=existing_file, default=None,
                    help="with --string: Kuzmin et al. 2018 Data S1 table (the screened genes absent from STRING "
                         "are part of the cell graph)")

@@ -265,6 +265,15 @@ def check_path_length(path: str | os.PathLike, what: str, reserve: int = 0) -> N
                              f"NAME_MAX ({NAME_MAX}): {shown(part)}")
 
 
+def check_folder_path(path: str | os.PathLike, what: str) -> None:
+    """``ValueError`` naming ``what`` when ``path`` (``~`` expanded) is too long or exists and is not a
+    folder: data would be written into it only after other output was."""
+    check_path_length(path, what)
+    real = os.path.expanduser(os.fspath(path))
+    if os.path.exists(real) and not os.path.isdir(real):
+        raise ValueError(f"{what}: {shown(os.fspath(path))} exists and is not a folder")
+
+
 def atomic_save_torch(obj: Any, path: str | os.PathLike) -> None:
     import torch
 

@@ -28,7 +28,7 @@ import yaml
 from .argtypes import MAX_SEED
 from .errors import ParamsError, shown
 from .eval.options import EvaluationOptions
-from .fileio import check_path_length, load_yaml
+from .fileio import check_folder_path, check_path_length, load_yaml
 from .schedules import SCHEDULES
 from .train.config import MAX_EPOCHS, TrainConfig
 
@@ -78,9 +78,11 @@ class DataParams:
     def __post_init__(self):
         if not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
             raise ValueError(f"seed: expected an integer from 0 to {MAX_SEED}, got {shown(self.seed)}")
-        for key in ("data_dir", "string_file", "dango_folder", "kuzmin_file"):
+        for key in ("string_file", "dango_folder", "kuzmin_file"):
             if getattr(self, key) is not None:
                 check_path_length(getattr(self, key), key)
+        if self.data_dir is not None:
+            check_folder_path(self.data_dir, "data_dir")
         if self.kuzmin_file is None and (self.string_file or self.dango_folder):
             raise ValueError("string_file / dango_folder need kuzmin_file as well (real data needs both)")
         if self.kuzmin_file is not None and not (self.string_file or self.dango_folder):

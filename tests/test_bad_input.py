@@ -373,6 +373,21 @@ def test_lambdas_missing_a_channel_of_the_data_are_refused_and_leave_nothing(inp
     assert not out.exists() and not (out.parent / ".q3.partial").exists()
 
 
+@pytest.mark.parametrize("cmd", ["evaluate", "compare", "train"])
+def test_data_dir_that_is_a_file_is_refused_up_front(cmd, inputs, no_work, tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    out = tmp_path / "o"
+    argv = [cmd] + [a for opt, values in _base(cmd, inputs, out) for a in ([opt] if opt else []) + values]
+    argv += ["--set", "data.data_dir=afile"] if cmd == "train" else ["--data-dir", "afile"]
+    if cmd == "evaluate":
+        argv += ["--preset", "tiny"] if "--preset" not in argv else []
+    assert main(argv) == 2
+    line = _one_error_line(capsys.readouterr().err, cmd)
+    assert ("data_dir: 'afile' exists and is not a folder" if cmd == "train"
+            else "argument --data-dir: 'afile' exists and is not a folder") in line, line
+    assert not out.exists()
+
+
 def test_lambda_file_with_infinity_is_refused(tmp_path):
     from dango_nb.errors import ParamsError
     from dango_nb.params import load_lambdas
