@@ -26,7 +26,7 @@ from typing import Any, Literal, Mapping, Union
 import yaml
 
 from .argtypes import MAX_SEED
-from .errors import ParamsError, shown
+from .errors import ParamsError, shown, shown_key
 from .eval.options import EvaluationOptions
 from .fileio import check_folder_path, check_path_length, load_yaml
 from .schedules import SCHEDULES
@@ -297,7 +297,7 @@ def _container_of(value: Any, tp: Any) -> bool:
 
 def _convert(value: Any, tp: Any, key: str, source: str) -> Any:
     def bad() -> ParamsError:
-        return ParamsError(f"{source}: key '{key}': expected {_type_name(tp)}, got {type(value).__name__} {shown(value)}")
+        return ParamsError(f"{source}: key {shown_key(key)}: expected {_type_name(tp)}, got {type(value).__name__} {shown(value)}")
 
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if tp is Any:
@@ -354,7 +354,7 @@ def _convert(value: Any, tp: Any, key: str, source: str) -> Any:
         out = {}
         for k, v in value.items():
             if not isinstance(k, str):
-                raise ParamsError(f"{source}: key '{key}': mapping keys must be strings, got {shown(k)}")
+                raise ParamsError(f"{source}: key {shown_key(key)}: mapping keys must be strings, got {shown(k)}")
             out[k] = _convert(v, inner, f"{key}.{k}", source)
         return out
     if isinstance(tp, type) and isinstance(value, tp):
@@ -368,7 +368,7 @@ def _build(cls, mapping: Mapping, source: str, prefix: str = ""):
     where = f"'{prefix[:-1]}'" if prefix else "the top level"
     for k in mapping:
         if k not in fields:
-            raise ParamsError(f"{source}: unknown key '{prefix}{k}'; allowed keys in {where}: "
+            raise ParamsError(f"{source}: unknown key {shown_key(prefix + str(k))}; allowed keys in {where}: "
                               f"{', '.join(fields)}")
     train = mapping.get("train")
     for k in _TRAIN_FORBIDDEN.get(cls, ()):

@@ -324,6 +324,18 @@ def test_values_shown_in_messages_are_bounded(inputs, no_work, tmp_path, capsys)
     assert "key 'train.epochs': expected an integer, got list [1, 1, 1, 1, 1, 1, ...]" in line and len(line) < 400
 
 
+@pytest.mark.parametrize("item, message", [
+    ("lambdas_file=" + "a" * 120_000, "lambdas_file: path of 120000 bytes is too long"),
+    ("train." + "a" * 120_000 + "=1", "unknown key 'train.aaaa"),
+    ("lambdas." + "a" * 120_000 + "=1", "key 'lambdas.aaaa"),
+])
+def test_long_keys_and_file_names_are_shown_bounded(inputs, no_work, tmp_path, capsys, item, message):
+    assert main(["train", str(inputs / "train.yaml"), "--out", str(tmp_path / "r"), "--set", item]) == 2
+    line = _one_error_line(capsys.readouterr().err, "train")
+    assert message in line and len(line) < 600, line[:1000]
+    assert not (tmp_path / "r").exists()
+
+
 @pytest.mark.parametrize("sets, message", [
     (["x"], "--set expects KEY=VALUE (e.g. train.epochs=5), got 'x'"),
     (["train.epochs=[1"], "--set train.epochs: not a YAML value: '[1'"),
@@ -339,7 +351,7 @@ def test_values_shown_in_messages_are_bounded(inputs, no_work, tmp_path, capsys)
     (["lambdas.coexpression=inf"], "key 'lambdas.coexpression': expected a number, got str 'inf'"),
     (["split.n_folds=1"], "n_folds: expected an integer from 2 to"),
     (["split.name=bogus"], "key 'split.name': expected one of 'random', 'gene1', 'gene2', got str 'bogus'"),
-    (["lambdas_file=missing.json"], "missing.json: lambda file not found"),
+    (["lambdas_file=missing.json"], "lambdas_file: 'missing.json': lambda file not found"),
     (["data.data_dir=/tmp/" + "d" * 300], "data_dir: a file or folder name of 300 bytes is longer than NAME_MAX (255)"),
     (["data.data_dir=" + "/d" * 2100], "data_dir: path of 4200 bytes is too long (4095 at most here, PATH_MAX 4096)"),
 ])
