@@ -19,6 +19,7 @@ import fcntl
 import json
 import math
 import os
+import re
 import stat
 import sys
 import tempfile
@@ -179,6 +180,14 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                                       f"{first}); each key may appear once per mapping")
                 seen[key] = line
         return super().construct_mapping(node, deep=deep)
+
+
+# YAML 1.2 floats that YAML 1.1 reads as strings: an exponent without a decimal point or without a sign
+# (``1e-3``, ``1e5``, ``.5e3``). Added to this loader only, after the int resolver, so ints stay ints.
+_UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*\.?[0-9_]*|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
 
 
 def load_yaml(text: str, source: str = "<yaml>") -> Any:

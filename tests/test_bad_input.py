@@ -351,6 +351,7 @@ def test_long_keys_and_file_names_are_shown_bounded(inputs, no_work, tmp_path, c
     (["lambdas.coexpression=inf"], "key 'lambdas.coexpression': expected a number, got str 'inf'"),
     (["split.n_folds=1"], "n_folds: expected an integer from 2 to"),
     (["split.name=bogus"], "key 'split.name': expected one of 'random', 'gene1', 'gene2', got str 'bogus'"),
+    (["train.lr=1e309"], "TrainConfig.lr: expected a finite number > 0.0, got inf"),
     (["lambdas_file=missing.json"], "lambdas_file: 'missing.json': lambda file not found"),
     (["data.data_dir=/tmp/" + "d" * 300], "data_dir: a file or folder name of 300 bytes is longer than NAME_MAX (255)"),
     (["data.data_dir=" + "/d" * 2100], "data_dir: path of 4200 bytes is too long (4095 at most here, PATH_MAX 4096)"),
