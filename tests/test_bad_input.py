@@ -352,6 +352,10 @@ def test_long_keys_and_file_names_are_shown_bounded(inputs, no_work, tmp_path, c
     (["split.n_folds=1"], "n_folds: expected an integer from 2 to"),
     (["split.name=bogus"], "key 'split.name': expected one of 'random', 'gene1', 'gene2', got str 'bogus'"),
     (["train.lr=1e309"], "TrainConfig.lr: expected a finite number > 0.0, got inf"),
+    (["data=null"], "--set: key 'data' is a section; set its fields one by one (data.<field>, e.g. data.preset)"),
+    (["train=5"], "--set: key 'train' is a section; set its fields one by one (train.<field>, e.g. train.epochs)"),
+    ([".epochs=3"], "--set: key '.epochs' has an empty part; write dotted keys such as train.epochs"),
+    (["split.fold=7"], "need n_folds >= 2 and 0 <= fold < n_folds, got fold=7, n_folds=5"),
     (["lambdas_file=missing.json"], "lambdas_file: 'missing.json': lambda file not found"),
     (["data.data_dir=/tmp/" + "d" * 300], "data_dir: a file or folder name of 300 bytes is longer than NAME_MAX (255)"),
     (["data.data_dir=" + "/d" * 2100], "data_dir: path of 4200 bytes is too long (4095 at most here, PATH_MAX 4096)"),
@@ -399,6 +403,20 @@ def test_data_dir_that_is_a_file_is_refused_up_front(cmd, inputs, no_work, tmp_p
     assert ("data_dir: 'afile' exists and is not a folder" if cmd == "train"
             else "argument --data-dir: 'afile' exists and is not a folder") in line, line
     assert not out.exists()
+
+
+@pytest.mark.parametrize("value", ["null", "~"])
+def test_set_split_null_trains_on_all_triplets(value, inputs, no_work, tmp_path, monkeypatch):
+    seen = []
+
+    def start(params):
+        seen.append(params.split)
+        raise WorkStarted
+
+    monkeypatch.setattr("dango_nb.runs.folder.request_of", start)
+    with pytest.raises(WorkStarted):
+        main(["train", str(inputs / "train.yaml"), "--out", str(tmp_path / "r"), "--set", f"split={value}"])
+    assert seen == [None]
 
 
 def test_lambda_file_with_infinity_is_refused(tmp_path):

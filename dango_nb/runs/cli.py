@@ -55,7 +55,7 @@ def _run_train(args) -> int:
     from .spec import load_run_params
     from .sweep import normalise_key
 
-    overrides = {normalise_key(k, args.params, "--set"): v for k, v in _parse_set(args.set).items()}
+    overrides = {normalise_key(k, args.params, "--set", v): v for k, v in _parse_set(args.set).items()}
     params = load_run_params(args.params, overrides)
     record = train_run(params, args.out, progress=False if args.no_progress else None, threads=args.threads,
                        source=args.params)

@@ -84,10 +84,23 @@ class Sweep:
         return out
 
 
-def normalise_key(key: Any, source: str, where: str) -> str:
-    """The full dotted key for an axis/override key, or :class:`ParamsError` naming file and key."""
+_NO_VALUE = object()
+
+
+def normalise_key(key: Any, source: str, where: str, value: Any = _NO_VALUE) -> str:
+    """The full dotted key for an axis/override key, or :class:`ParamsError` naming file and key.
+
+    ``split`` with the value ``None`` (when known) is the whole split: null trains on all triplets."""
     if not isinstance(key, str) or not key:
         raise ParamsError(f"{source}: {where}: keys must be non-empty strings, got {shown(key)}")
+    if "" in key.split("."):
+        raise ParamsError(f"{source}: {where}: key {shown_key(key)} has an empty part; write dotted keys such as "
+                          "train.epochs")
+    if key == "split" and value is None:
+        return key
+    if key in ("data", "train"):
+        raise ParamsError(f"{source}: {where}: key {shown_key(key)} is a section; set its fields one by one "
+                          f"({key}.<field>, e.g. {'train.epochs' if key == 'train' else 'data.preset'})")
     key = _SHORTHAND.get(key, key)
     parts = key.split(".")
     if key in ("lambdas", "lambdas_file") or (parts[0] == "lambdas" and len(parts) == 2 and parts[1]):
