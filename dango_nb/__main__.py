@@ -394,18 +394,37 @@ def _evaluation_request(config, options, src: dict, seed: int, lambdas) -> dict:
                            "seed": seed, "lambdas": lambdas})
 
 
+#: EvaluationOptions fields whose command-line option is not ``--<field with dashes>``.
+_EVALUATE_OPTIONS = {"backend": "--inline", "keep_runs": "--no-keep-runs"}
+
+
+def _option_named(message: str) -> str:
+    """An :class:`EvaluationOptions` message ``"<field>: ..."`` as the user typed it: ``"--<option>: ..."``."""
+    import dataclasses
+
+    from dango_nb.eval.options import EvaluationOptions
+
+    field, sep, rest = message.partition(": ")
+    if not sep or field not in {f.name for f in dataclasses.fields(EvaluationOptions)}:
+        return message
+    return f"{_EVALUATE_OPTIONS.get(field, '--' + field.replace('_', '-'))}: {rest}"
+
+
 def _run_evaluate(args) -> int:
     from dango_nb import eval as evaluation
 
     # everything that can be checked without data first: a bad option fails in a second, not after loading
     config = _train_config(args)
-    options = evaluation.EvaluationOptions(splits=args.splits, models=args.models, n_folds=args.n_folds,
-                                           folds=args.folds, ensemble_seeds=args.ensemble_seeds,
-                                           ensemble_top_k=args.ensemble_top_k, n_boot=args.n_boot,
-                                           workers=args.workers, address=args.address,
-                                           gpus_per_run=args.gpus_per_run, cpus_per_run=args.cpus_per_run,
-                                           backend="inline" if args.inline else "ray",
-                                           keep_runs=not args.no_keep_runs)
+    try:
+        options = evaluation.EvaluationOptions(splits=args.splits, models=args.models, n_folds=args.n_folds,
+                                               folds=args.folds, ensemble_seeds=args.ensemble_seeds,
+                                               ensemble_top_k=args.ensemble_top_k, n_boot=args.n_boot,
+                                               workers=args.workers, address=args.address,
+                                               gpus_per_run=args.gpus_per_run, cpus_per_run=args.cpus_per_run,
+                                               backend="inline" if args.inline else "ray",
+                                               keep_runs=not args.no_keep_runs)
+    except ParamsError as err:
+        raise UsageError(_option_named(str(err))) from None
     try:
         options.check_config(config)
         from dango_nb.train.device import check_device

@@ -419,6 +419,19 @@ def test_set_split_null_trains_on_all_triplets(value, inputs, no_work, tmp_path,
     assert seen == [None]
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--n-folds", "1"], "--n-folds: expected an integer from 2 to 1000, got 1"),
+    (["--ensemble-seeds", "0"], "--ensemble-seeds: expected an integer from 1 to 1000, got 0"),
+    (["--workers", "0"], "--workers: expected an integer from 1 to 4096, got 0"),
+    (["--ensemble-top-k", "0"], "--ensemble-top-k: expected an integer >= 1"),
+])
+def test_evaluate_errors_name_the_option(argv, message, no_work, tmp_path, capsys):
+    assert main(["evaluate", "--preset", "tiny", "--out", str(tmp_path / "e")] + argv) == 2
+    line = _one_error_line(capsys.readouterr().err, "evaluate")
+    assert line == f"dango-nb evaluate: error: {message}" or line.startswith(f"dango-nb evaluate: error: {message}")
+    assert not (tmp_path / "e").exists()
+
+
 def test_lambda_file_with_infinity_is_refused(tmp_path):
     from dango_nb.errors import ParamsError
     from dango_nb.params import load_lambdas
