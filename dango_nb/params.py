@@ -131,6 +131,13 @@ class DataParams:
         return study_mod.load_study(preset=self.preset, seed=self.seed, data_dir=self.data_dir)
 
 
+def _check_lambdas_file(path: str | None) -> None:
+    """A lambda file's name is checked with the other keys (the notebooks read it later; the file itself
+    may be written by the lambda notebook of the same report)."""
+    if path is not None:
+        check_path_length(path, "lambdas_file")
+
+
 @dataclass
 class LambdaParams:
     """``01_lambda_determination``: compare an earlier and a later STRING release.
@@ -199,6 +206,7 @@ class PretrainingParams:
     lambdas_file: str | None = None
 
     def __post_init__(self):
+        _check_lambdas_file(self.lambdas_file)
         if not 0 <= self.finetune_epochs <= MAX_EPOCHS:
             raise ValueError(f"finetune_epochs: expected an integer from 0 to {MAX_EPOCHS}, got {self.finetune_epochs}")
         if not 0.0 < self.holdout_fraction < 1.0:
@@ -227,6 +235,7 @@ class LossSchedulesParams:
     lambdas_file: str | None = None
 
     def __post_init__(self):
+        _check_lambdas_file(self.lambdas_file)
         unknown = [s for s in self.schedules if s not in SCHEDULES]
         if unknown:
             raise ValueError(f"unknown schedule(s) {shown(unknown)}; known: {', '.join(sorted(SCHEDULES))}")
@@ -255,6 +264,7 @@ class EvaluationParams:
     lambdas_file: str | None = None
 
     def __post_init__(self):
+        _check_lambdas_file(self.lambdas_file)
         self.evaluation.check_config(self.train)
 
 
