@@ -26,7 +26,7 @@ import warnings
 from pathlib import Path
 from typing import Callable
 
-from dango_nb.argtypes import MAX_SEED, finite_float, int_at_least, int_in, ray_address
+from dango_nb.argtypes import MAX_SEED, data_folder, finite_float, int_at_least, int_in, ray_address
 from dango_nb.errors import (CheckpointError, DataFormatError, OutputFolderError, ParamsError, SourceMismatchError,
                              UnknownGenesError, UsageError)
 from dango_nb.fileio import to_strict_json
@@ -109,8 +109,9 @@ def _add_source_arguments(p: argparse.ArgumentParser, command: str) -> None:
                        help="STRING protein.links.detailed file or DANGO release folder")
     g.add_argument("--data-seed", type=int_in(0, MAX_SEED), default=None,
                    help="with --preset: seed of the synthetic benchmark (default 0)")
-    g.add_argument("--data-dir", default=None, help="with --preset" + (" or --run" if command == "predict" else "") +
-                   ": where the benchmark lives / is generated")
+    g.add_argument("--data-dir", type=data_folder, default=None,
+                   help="with --preset" + (" or --run" if command == "predict" else "") +
+                        ": where the benchmark lives / is generated")
     g.add_argument("--kuzmin", type=existing_file, default=None,
                    help="with --string: Kuzmin et al. 2018 Data S1 table (the screened genes absent from STRING "
                         "are part of the cell graph)")
@@ -435,18 +436,37 @@ def _evaluation_request(config, options, src: dict, seed: int, lambdas) -> dict:
                            "seed": seed, "lambdas": lambdas})
 
 
+#: EvaluationOptions fields whose command-line option is not ``--<field with dashes>``.
+_EVALUATE_OPTIONS = {"backend": "--inline", "keep_runs": "--no-keep-runs"}
+
+
+def _option_named(message: str) -> str:
+    """An :class:`EvaluationOptions` message ``"<field>: ..."`` as the user typed it: ``"--<option>: ..."``."""
+    import dataclasses
+
+    from dango_nb.eval.options import EvaluationOptions
+
+    field, sep, rest = message.partition(": ")
+    if not sep or field not in {f.name for f in dataclasses.fields(EvaluationOptions)}:
+        return message
+    return f"{_EVALUATE_OPTIONS.get(field, '--' + field.replace('_', '-'))}: {rest}"
+
+
 def _run_evaluate(args) -> int:
     from dango_nb import eval as evaluation
 
     # everything that can be checked without data first: a bad option fails in a second, not after loading
     config = _train_config(args)
-    options = evaluation.EvaluationOptions(splits=args.splits, models=args.models, n_folds=args.n_folds,
-                                           folds=args.folds, ensemble_seeds=args.ensemble_seeds,
-                                           ensemble_top_k=args.ensemble_top_k, n_boot=args.n_boot,
-                                           workers=args.workers, address=args.address,
-                                           gpus_per_run=args.gpus_per_run, cpus_per_run=args.cpus_per_run,
-                                           backend="inline" if args.inline else "ray",
-                                           keep_runs=not args.no_keep_runs)
+    try:
+        options = evaluation.EvaluationOptions(splits=args.splits, models=args.models, n_folds=args.n_folds,
+                                               folds=args.folds, ensemble_seeds=args.ensemble_seeds,
+                                               ensemble_top_k=args.ensemble_top_k, n_boot=args.n_boot,
+                                               workers=args.workers, address=args.address,
+                                               gpus_per_run=args.gpus_per_run, cpus_per_run=args.cpus_per_run,
+                                               backend="inline" if args.inline else "ray",
+                                               keep_runs=not args.no_keep_runs)
+    except ParamsError as err:
+        raise UsageError(_option_named(str(err))) from None
     try:
         options.check_config(config)
         from dango_nb.train.device import check_device

@@ -14,7 +14,7 @@ from typing import Callable
 
 from dango_nb.errors import shown
 
-__all__ = ["MAX_GPUS", "MAX_PARALLEL", "MAX_SEED", "check_ray_address", "finite_float", "int_at_least", "int_in",
+__all__ = ["MAX_GPUS", "MAX_PARALLEL", "MAX_SEED", "check_ray_address", "data_folder", "finite_float", "int_at_least", "int_in",
            "number_in", "ray_address"]
 
 #: Most workers / threads / CPUs one command may ask for (far above any machine's core count).
@@ -25,6 +25,17 @@ MAX_GPUS = 64
 MAX_SEED = 2**64 - 1
 
 _RAY_ADDRESS = re.compile(r"(auto|local|(ray://)?[^\s:/]+:(\d{1,5}))")
+
+
+def data_folder(text: str) -> str:
+    """A data folder's name: a missing one is created later, an existing one must be a folder."""
+    from dango_nb.fileio import check_folder_path
+
+    try:
+        check_folder_path(text, text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err).partition(": ")[2]) from None
+    return text
 
 
 def check_ray_address(text) -> str:

@@ -22,6 +22,13 @@ def shown(value) -> str:
     return text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS - 3] + "..."
 
 
+def shown_key(key: str) -> str:
+    """A dotted parameter key as written in error messages (``'train.epochs'``), cut like :func:`shown`
+    so that a key of any length is echoed in bounded size."""
+    text = str(key)
+    return f"'{text}'" if len(text) <= SHOWN_CHARS - 2 else f"'{text[:SHOWN_CHARS - 5]}...'"
+
+
 class DataFormatError(ValueError):
     """A raw data file does not have the expected format.
 

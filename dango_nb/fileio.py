@@ -19,6 +19,7 @@ import fcntl
 import json
 import math
 import os
+import re
 import stat
 import sys
 import tempfile
@@ -181,6 +182,14 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+# YAML 1.2 floats that YAML 1.1 reads as strings: an exponent without a decimal point or without a sign
+# (``1e-3``, ``1e5``, ``.5e3``). Added to this loader only, after the int resolver, so ints stay ints.
+_UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*\.?[0-9_]*|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
+
+
 def load_yaml(text: str, source: str = "<yaml>") -> Any:
     """``yaml.safe_load`` that raises :class:`ParamsError` ``"<source>:<line>: duplicate key ..."``
     instead of silently keeping the last of two equal keys; other YAML errors propagate unchanged."""
@@ -263,6 +272,15 @@ def check_path_length(path: str | os.PathLike, what: str, reserve: int = 0) -> N
         if len(os.fsencode(part)) > NAME_MAX:
             raise ValueError(f"{what}: a file or folder name of {len(os.fsencode(part))} bytes is longer than "
                              f"NAME_MAX ({NAME_MAX}): {shown(part)}")
+
+
+def check_folder_path(path: str | os.PathLike, what: str) -> None:
+    """``ValueError`` naming ``what`` when ``path`` (``~`` expanded) is too long or exists and is not a
+    folder: data would be written into it only after other output was."""
+    check_path_length(path, what)
+    real = os.path.expanduser(os.fspath(path))
+    if os.path.exists(real) and not os.path.isdir(real):
+        raise ValueError(f"{what}: {shown(os.fspath(path))} exists and is not a folder")
 
 
 def atomic_save_torch(obj: Any, path: str | os.PathLike) -> None:

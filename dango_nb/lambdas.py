@@ -21,7 +21,7 @@ import pandas as pd
 if TYPE_CHECKING:
     from dango_nb.data.string_db import StringNetworks
 
-__all__ = ["LAMBDA_COLUMNS", "MAX_LAMBDA", "LambdaResult", "check_lambdas", "determine_lambdas", "decreased_zeros"]
+__all__ = ["LAMBDA_COLUMNS", "MAX_LAMBDA", "LambdaResult", "check_lambdas", "check_covers", "determine_lambdas", "decreased_zeros"]
 
 #: Largest lambda accepted: the weighted squared errors of the zero entries stay far inside float32.
 MAX_LAMBDA = 1e6
@@ -56,6 +56,20 @@ def check_lambdas(lambdas: Mapping[Any, Any], where: str = "") -> dict[str, floa
                              f"got {shown(v)}")
         out[name] = float(v)
     return out
+
+
+def check_covers(lambdas: Mapping[str, Any], edge_types, where: str = "") -> None:
+    """``ValueError`` ``"[<where>: ]key 'lambdas': no lambda for channel(s) ..."`` unless every channel
+    of ``edge_types`` has a lambda. The channels are only known once the data load, so a run checks
+    this before it writes anything rather than failing inside the loss."""
+    from dango_nb.data.graph import channel_of
+
+    known = {channel_of(k) for k in lambdas}
+    missing = [ch for ch in dict.fromkeys(channel_of(et) for et in edge_types) if ch not in known]
+    if missing:
+        prefix = f"{where}: " if where else ""
+        raise ValueError(f"{prefix}key 'lambdas': no lambda for channel(s) {', '.join(missing)} of the data; "
+                         f"lambdas are given for: {', '.join(sorted(known)) or 'none'}")
 
 
 @dataclass

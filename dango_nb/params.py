@@ -26,9 +26,9 @@ from typing import Any, Literal, Mapping, Union
 import yaml
 
 from .argtypes import MAX_SEED
-from .errors import ParamsError, shown
+from .errors import ParamsError, shown, shown_key
 from .eval.options import EvaluationOptions
-from .fileio import check_path_length, load_yaml
+from .fileio import check_folder_path, check_path_length, load_yaml
 from .schedules import SCHEDULES
 from .train.config import MAX_EPOCHS, TrainConfig
 
@@ -78,9 +78,11 @@ class DataParams:
     def __post_init__(self):
         if not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
             raise ValueError(f"seed: expected an integer from 0 to {MAX_SEED}, got {shown(self.seed)}")
-        for key in ("data_dir", "string_file", "dango_folder", "kuzmin_file"):
+        for key in ("string_file", "dango_folder", "kuzmin_file"):
             if getattr(self, key) is not None:
                 check_path_length(getattr(self, key), key)
+        if self.data_dir is not None:
+            check_folder_path(self.data_dir, "data_dir")
         if self.kuzmin_file is None and (self.string_file or self.dango_folder):
             raise ValueError("string_file / dango_folder need kuzmin_file as well (real data needs both)")
         if self.kuzmin_file is not None and not (self.string_file or self.dango_folder):
@@ -127,6 +129,13 @@ class DataParams:
             string = self.resolve(self.string_file or self.dango_folder)
             return study_mod.load_study_from_files(string, self.resolve(self.kuzmin_file))
         return study_mod.load_study(preset=self.preset, seed=self.seed, data_dir=self.data_dir)
+
+
+def _check_lambdas_file(path: str | None) -> None:
+    """A lambda file's name is checked with the other keys (the notebooks read it later; the file itself
+    may be written by the lambda notebook of the same report)."""
+    if path is not None:
+        check_path_length(path, "lambdas_file")
 
 
 @dataclass
@@ -197,6 +206,7 @@ class PretrainingParams:
     lambdas_file: str | None = None
 
     def __post_init__(self):
+        _check_lambdas_file(self.lambdas_file)
         if not 0 <= self.finetune_epochs <= MAX_EPOCHS:
             raise ValueError(f"finetune_epochs: expected an integer from 0 to {MAX_EPOCHS}, got {self.finetune_epochs}")
         if not 0.0 < self.holdout_fraction < 1.0:
@@ -225,6 +235,7 @@ class LossSchedulesParams:
     lambdas_file: str | None = None
 
     def __post_init__(self):
+        _check_lambdas_file(self.lambdas_file)
         unknown = [s for s in self.schedules if s not in SCHEDULES]
         if unknown:
             raise ValueError(f"unknown schedule(s) {shown(unknown)}; known: {', '.join(sorted(SCHEDULES))}")
@@ -253,6 +264,7 @@ class EvaluationParams:
     lambdas_file: str | None = None
 
     def __post_init__(self):
+        _check_lambdas_file(self.lambdas_file)
         self.evaluation.check_config(self.train)
 
 
@@ -285,9 +297,17 @@ def _hints(cls) -> dict[str, Any]:
     return typing.get_type_hints(cls, globalns=dict(vars(sys.modules[cls.__module__])))
 
 
+def _container_of(value: Any, tp: Any) -> bool:
+    """Whether ``value`` is the mapping or list that ``tp`` (a dataclass, dict or list type) expects."""
+    origin = typing.get_origin(tp) or tp
+    if dataclasses.is_dataclass(tp) or origin is dict:
+        return isinstance(value, Mapping)
+    return origin in (list, tuple) and isinstance(value, (list, tuple))
+
+
 def _convert(value: Any, tp: Any, key: str, source: str) -> Any:
     def bad() -> ParamsError:
-        return ParamsError(f"{source}: key '{key}': expected {_type_name(tp)}, got {type(value).__name__} {shown(value)}")
+        return ParamsError(f"{source}: key {shown_key(key)}: expected {_type_name(tp)}, got {type(value).__name__} {shown(value)}")
 
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if tp is Any:
@@ -303,6 +323,8 @@ def _convert(value: Any, tp: Any, key: str, source: str) -> Any:
             try:
                 return _convert(value, arg, key, source)
             except ParamsError:
+                if _container_of(value, arg):  # the value has this arm's shape: its error names the field
+                    raise
                 continue
         raise bad()
     if origin is Literal:
@@ -342,7 +364,7 @@ def _convert(value: Any, tp: Any, key: str, source: str) -> Any:
         out = {}
         for k, v in value.items():
             if not isinstance(k, str):
-                raise ParamsError(f"{source}: key '{key}': mapping keys must be strings, got {shown(k)}")
+                raise ParamsError(f"{source}: key {shown_key(key)}: mapping keys must be strings, got {shown(k)}")
             out[k] = _convert(v, inner, f"{key}.{k}", source)
         return out
     if isinstance(tp, type) and isinstance(value, tp):
@@ -356,7 +378,7 @@ def _build(cls, mapping: Mapping, source: str, prefix: str = ""):
     where = f"'{prefix[:-1]}'" if prefix else "the top level"
     for k in mapping:
         if k not in fields:
-            raise ParamsError(f"{source}: unknown key '{prefix}{k}'; allowed keys in {where}: "
+            raise ParamsError(f"{source}: unknown key {shown_key(prefix + str(k))}; allowed keys in {where}: "
                               f"{', '.join(fields)}")
     train = mapping.get("train")
     for k in _TRAIN_FORBIDDEN.get(cls, ()):

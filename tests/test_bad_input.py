@@ -324,6 +324,18 @@ def test_values_shown_in_messages_are_bounded(inputs, no_work, tmp_path, capsys)
     assert "key 'train.epochs': expected an integer, got list [1, 1, 1, 1, 1, 1, ...]" in line and len(line) < 400
 
 
+@pytest.mark.parametrize("item, message", [
+    ("lambdas_file=" + "a" * 120_000, "lambdas_file: path of 120000 bytes is too long"),
+    ("train." + "a" * 120_000 + "=1", "unknown key 'train.aaaa"),
+    ("lambdas." + "a" * 120_000 + "=1", "key 'lambdas.aaaa"),
+])
+def test_long_keys_and_file_names_are_shown_bounded(inputs, no_work, tmp_path, capsys, item, message):
+    assert main(["train", str(inputs / "train.yaml"), "--out", str(tmp_path / "r"), "--set", item]) == 2
+    line = _one_error_line(capsys.readouterr().err, "train")
+    assert message in line and len(line) < 600, line[:1000]
+    assert not (tmp_path / "r").exists()
+
+
 @pytest.mark.parametrize("sets, message", [
     (["x"], "--set expects KEY=VALUE (e.g. train.epochs=5), got 'x'"),
     (["train.epochs=[1"], "--set train.epochs: not a YAML value: '[1'"),
@@ -336,7 +348,15 @@ def test_values_shown_in_messages_are_bounded(inputs, no_work, tmp_path, capsys)
     (["lambdas={coexpresion: 1.0}"], "key 'lambdas.coexpresion': not a STRING channel; expected one of "
                                      "neighborhood, fusion, cooccurence, coexpression"),
     (["lambdas.coexpression=.inf"], "key 'lambdas.coexpression': expected a number > 0 and <= 1e+06, got inf"),
-    (["lambdas_file=missing.json"], "missing.json: lambda file not found"),
+    (["lambdas.coexpression=inf"], "key 'lambdas.coexpression': expected a number, got str 'inf'"),
+    (["split.n_folds=1"], "n_folds: expected an integer from 2 to"),
+    (["split.name=bogus"], "key 'split.name': expected one of 'random', 'gene1', 'gene2', got str 'bogus'"),
+    (["train.lr=1e309"], "TrainConfig.lr: expected a finite number > 0.0, got inf"),
+    (["data=null"], "--set: key 'data' is a section; set its fields one by one (data.<field>, e.g. data.preset)"),
+    (["train=5"], "--set: key 'train' is a section; set its fields one by one (train.<field>, e.g. train.epochs)"),
+    ([".epochs=3"], "--set: key '.epochs' has an empty part; write dotted keys such as train.epochs"),
+    (["split.fold=7"], "need n_folds >= 2 and 0 <= fold < n_folds, got fold=7, n_folds=5"),
+    (["lambdas_file=missing.json"], "lambdas_file: 'missing.json': lambda file not found"),
     (["data.data_dir=/tmp/" + "d" * 300], "data_dir: a file or folder name of 300 bytes is longer than NAME_MAX (255)"),
     (["data.data_dir=" + "/d" * 2100], "data_dir: path of 4200 bytes is too long (4095 at most here, PATH_MAX 4096)"),
 ])
@@ -349,6 +369,67 @@ def test_run_parameters_refused_before_any_work(inputs, no_work, tmp_path, capsy
     line = _one_error_line(capsys.readouterr().err, "train")
     assert message in line, line
     assert not out.exists() and not (tmp_path / ".r.partial").exists()
+
+
+def test_lambdas_missing_a_channel_of_the_data_are_refused_and_leave_nothing(inputs, tmp_path, capsys, monkeypatch):
+    """The channels are known once the data load: the check runs then, before any folder is made."""
+    def no_fit(*args, **kwargs):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr("dango_nb.runs._api.fit", no_fit)
+    out = tmp_path / "bad" / "q3"
+    argv = ["train", str(inputs / "train.yaml"), "--out", str(out), "--set", "lambdas={coexpression: 0.5}",
+            "--set", "train.epochs=2", "--set", f"data.data_dir={tmp_path / 'data'}"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    line = [x for x in err.splitlines() if x.startswith("dango-nb train: error: ")]
+    assert len(line) == 1, err
+    assert ("key 'lambdas': no lambda for channel(s) neighborhood, fusion, cooccurence, experimental, database "
+            "of the data; lambdas are given for: coexpression") in line[0]
+    assert not out.parent.exists()  # no run folder, partial folder or lock file (nor their parent)
+
+
+@pytest.mark.parametrize("cmd", ["evaluate", "compare", "train"])
+def test_data_dir_that_is_a_file_is_refused_up_front(cmd, inputs, no_work, tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    out = tmp_path / "o"
+    argv = [cmd] + [a for opt, values in _base(cmd, inputs, out) for a in ([opt] if opt else []) + values]
+    argv += ["--set", "data.data_dir=afile"] if cmd == "train" else ["--data-dir", "afile"]
+    if cmd == "evaluate":
+        argv += ["--preset", "tiny"] if "--preset" not in argv else []
+    assert main(argv) == 2
+    line = _one_error_line(capsys.readouterr().err, cmd)
+    assert ("data_dir: 'afile' exists and is not a folder" if cmd == "train"
+            else "argument --data-dir: 'afile' exists and is not a folder") in line, line
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("value", ["null", "~"])
+def test_set_split_null_trains_on_all_triplets(value, inputs, no_work, tmp_path, monkeypatch):
+    seen = []
+
+    def start(params):
+        seen.append(params.split)
+        raise WorkStarted
+
+    monkeypatch.setattr("dango_nb.runs.folder.request_of", start)
+    with pytest.raises(WorkStarted):
+        main(["train", str(inputs / "train.yaml"), "--out", str(tmp_path / "r"), "--set", f"split={value}"])
+    assert seen == [None]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--n-folds", "1"], "--n-folds: expected an integer from 2 to 1000, got 1"),
+    (["--ensemble-seeds", "0"], "--ensemble-seeds: expected an integer from 1 to 1000, got 0"),
+    (["--workers", "0"], "--workers: expected an integer from 1 to 4096, got 0"),
+    (["--ensemble-top-k", "0"], "--ensemble-top-k: expected an integer >= 1"),
+])
+def test_evaluate_errors_name_the_option(argv, message, no_work, tmp_path, capsys):
+    assert main(["evaluate", "--preset", "tiny", "--out", str(tmp_path / "e")] + argv) == 2
+    line = _one_error_line(capsys.readouterr().err, "evaluate")
+    assert line == f"dango-nb evaluate: error: {message}" or line.startswith(f"dango-nb evaluate: error: {message}")
+    assert not (tmp_path / "e").exists()
 
 
 def test_lambda_file_with_infinity_is_refused(tmp_path):

@@ -115,3 +115,25 @@ def test_yaml_aliases_within_the_limit_and_recursive_ones():
     assert len(small["a3"]) == 9 and small["a3"][0][0][0] == ["lol"] * 9
     with pytest.raises(ParamsError, match=r"^f.yaml:1: an alias refers to the value that contains it"):
         load_yaml("a: &x [1, *x]\n", "f.yaml")
+
+
+@pytest.mark.parametrize("text, value", [("1e-3", 0.001), ("1E5", 1e5), ("-2e+3", -2000.0), (".5e3", 500.0),
+                                         ("1.e5", 1e5), ("1.0e+30", 1e30), ("12", 12), ("1_000", 1000),
+                                         ("0x1f", 31), ("e5", "e5"), ("1e", "1e")])
+def test_yaml_reads_yaml_1_2_floats_and_keeps_ints(text, value):
+    import yaml
+
+    from dango_nb.fileio import load_yaml
+
+    got = load_yaml(text)
+    assert got == value and type(got) is type(value)
+    assert yaml.safe_load("1e-3") == "1e-3"  # the loader subclass only: PyYAML's own stays as it is
+
+
+def test_run_file_takes_scientific_notation(tmp_path):
+    from dango_nb.runs.spec import load_run_params
+
+    path = tmp_path / "train.yaml"
+    path.write_text("train:\n  lr: 1e-3\n  epochs: 2\n  transition_epoch: 1\n")
+    params = load_run_params(path)
+    assert params.train.lr == 0.001 and params.train.epochs == 2

@@ -196,3 +196,10 @@ def test_every_shipped_parameter_set_validates():
         load_param_dir(folder)
     real = load_param_dir(root / "real")
     assert real["01_lambda_determination"].earlier_string.endswith("v9.1.txt.gz")
+
+
+@pytest.mark.parametrize("stem", ["02_pretraining", "03_loss_schedules", "04_evaluation"])
+def test_lambdas_file_name_is_checked_with_the_other_keys(stem):
+    with pytest.raises(ParamsError) as err:
+        P.params_from_mapping({"lambdas_file": "a" * 120_000}, stem)
+    assert "lambdas_file: path of 120000 bytes is too long" in str(err.value) and len(str(err.value)) < 400

@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..argtypes import MAX_GPUS, MAX_PARALLEL, int_in, number_in, ray_address
+from ..argtypes import MAX_GPUS, MAX_PARALLEL, data_folder, int_in, number_in, ray_address
 
 #: Most retries of a run whose worker died.
 MAX_RETRIES = 100
@@ -55,7 +55,7 @@ def _run_train(args) -> int:
     from .spec import load_run_params
     from .sweep import normalise_key
 
-    overrides = {normalise_key(k, args.params, "--set"): v for k, v in _parse_set(args.set).items()}
+    overrides = {normalise_key(k, args.params, "--set", v): v for k, v in _parse_set(args.set).items()}
     params = load_run_params(args.params, overrides)
     record = train_run(params, args.out, progress=False if args.no_progress else None, threads=args.threads,
                        source=args.params)
@@ -137,7 +137,7 @@ def _add_compare(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ensembles", action="store_true",
                    help="also score top-k x seeds ensembles of each recipe (a prediction pass per checkpoint)")
     p.add_argument("--top-k", type=int_in(1), default=None, help="checkpoints per run in those ensembles (default: all kept)")
-    p.add_argument("--data-dir", default=None,
+    p.add_argument("--data-dir", type=data_folder, default=None,
                    help="data folder holding the runs' data (their preset benchmarks, their data files by name); "
                         "default: your data folder ($DANGO_DATA_DIR or the user cache). A folder or path a run "
                         "folder records is never used")

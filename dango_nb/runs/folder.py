@@ -216,16 +216,25 @@ def train_run(params: RunParams | Mapping, out: str | os.PathLike, *, run_id: st
     if is_complete(out):
         check_same_request(out, request)
         return {**read_json(out / "run.json"), "skipped": True}
+    # the data and its lambdas are checked before anything is written: bad input leaves no folder
+    study = load_study_cached(params.data)
+    lambdas = resolve_lambdas(params, study)
+    from ..lambdas import check_covers
+
+    try:
+        check_covers(lambdas, study.edge_types, str(source or out))
+    except ValueError as err:
+        raise ParamsError(str(err)) from None
     lock = contextlib.ExitStack()
     lock.enter_context(folder_lock(out))  # one process per run folder; released when this call ends
     try:
-        return _train_locked(params, out, run_id, request, threads, on_epoch)
+        return _train_locked(params, out, run_id, request, threads, on_epoch, study, lambdas)
     finally:
         lock.close()
 
 
 def _train_locked(params: RunParams, out: Path, run_id: str, request: dict, threads: int | None,
-                  on_epoch: Callable[[int, dict], None] | None) -> dict:
+                  on_epoch: Callable[[int, dict], None] | None, study, lambdas: dict[str, float]) -> dict:
     import torch
 
     from ._api import fit
@@ -253,8 +262,6 @@ def _train_locked(params: RunParams, out: Path, run_id: str, request: dict, thre
         torch.set_num_threads(int(threads))
     started = time.time()
     try:
-        study = load_study_cached(params.data)
-        lambdas = resolve_lambdas(params, study)
         resolved = resolved_dict(params, lambdas)
         with atomic_write(partial / "params.yaml") as fh:
             yaml.safe_dump(to_strict_json(resolved), fh, sort_keys=False)

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping
 
 
-from ..errors import ParamsError
-from ..fileio import read_yaml
+from ..errors import ParamsError, shown, shown_key
+from ..fileio import check_path_length, read_yaml
 from ..params import DataParams, params_from_mapping, params_to_dict
 from ._api import TrainConfig
 
@@ -76,6 +76,10 @@ class RunParams:
         self.train.check_trains_interaction()  # a run always fits triplets
         if self.lambdas_file is not None and self.lambdas is not None:
             raise ValueError("give lambdas_file or lambdas, not both")
+        if self.lambdas_file is not None:  # read when the run starts: its name is checked with the other keys
+            check_path_length(self.lambdas_file, "lambdas_file")
+            if not os.path.isfile(os.path.expanduser(self.lambdas_file)):
+                raise ValueError(f"lambdas_file: {shown(self.lambdas_file)}: lambda file not found")
         if self.lambdas is not None:
             from ..lambdas import check_lambdas
 
@@ -132,7 +136,8 @@ def set_key(mapping: Mapping, key: str, value: Any, source: str) -> dict:
         if child is None:
             child = {}
         elif not isinstance(child, Mapping):
-            raise ParamsError(f"{source}: key '{'.'.join(parts[:i + 1])}' is not a mapping, cannot set '{key}'")
+            raise ParamsError(f"{source}: key {shown_key('.'.join(parts[:i + 1]))} is not a mapping, "
+                             f"cannot set {shown_key(key)}")
         node[part] = dict(child)
         node = node[part]
     node[parts[-1]] = copy.deepcopy(value)

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..errors import ParamsError, shown
+from ..errors import ParamsError, shown, shown_key
 from ..fileio import NAME_MAX, check_path_length, read_yaml
 from .spec import RunParams, load_run_mapping, run_params, section_fields, set_key
 
@@ -84,10 +84,23 @@ class Sweep:
         return out
 
 
-def normalise_key(key: Any, source: str, where: str) -> str:
-    """The full dotted key for an axis/override key, or :class:`ParamsError` naming file and key."""
+_NO_VALUE = object()
+
+
+def normalise_key(key: Any, source: str, where: str, value: Any = _NO_VALUE) -> str:
+    """The full dotted key for an axis/override key, or :class:`ParamsError` naming file and key.
+
+    ``split`` with the value ``None`` (when known) is the whole split: null trains on all triplets."""
     if not isinstance(key, str) or not key:
         raise ParamsError(f"{source}: {where}: keys must be non-empty strings, got {shown(key)}")
+    if "" in key.split("."):
+        raise ParamsError(f"{source}: {where}: key {shown_key(key)} has an empty part; write dotted keys such as "
+                          "train.epochs")
+    if key == "split" and value is None:
+        return key
+    if key in ("data", "train"):
+        raise ParamsError(f"{source}: {where}: key {shown_key(key)} is a section; set its fields one by one "
+                          f"({key}.<field>, e.g. {'train.epochs' if key == 'train' else 'data.preset'})")
     key = _SHORTHAND.get(key, key)
     parts = key.split(".")
     if key in ("lambdas", "lambdas_file") or (parts[0] == "lambdas" and len(parts) == 2 and parts[1]):
@@ -103,7 +116,7 @@ def normalise_key(key: Any, source: str, where: str) -> str:
         section = parts[0]
         ok, allowed = len(parts) == 2 and parts[1] in fields[section], fields[section]
     if not ok:
-        raise ParamsError(f"{source}: {where}: unknown key '{key}'; '{section}' takes "
+        raise ParamsError(f"{source}: {where}: unknown key {shown_key(key)}; '{section}' takes "
                           f"{', '.join(allowed)}")
     if key == "train.checkpoint_dir":
         raise ParamsError(f"{source}: {where}: 'train.checkpoint_dir' is set by the run folder, not by a sweep")
@@ -133,7 +146,7 @@ def sweep_from_mapping(raw: Any, source: str = "<sweep>", base_dir: str | os.Pat
         raise ParamsError(f"{source}: expected a mapping with keys {', '.join(_TOP)}, got {type(raw).__name__}")
     unknown = [k for k in raw if k not in _TOP]
     if unknown:
-        raise ParamsError(f"{source}: unknown key '{unknown[0]}'; a sweep file takes {', '.join(_TOP)}")
+        raise ParamsError(f"{source}: unknown key {shown_key(str(unknown[0]))}; a sweep file takes {', '.join(_TOP)}")
     base = raw.get("base")
     if isinstance(base, str):
         path = Path(os.path.expanduser(base))

@@ -242,12 +242,12 @@ def test_evaluate_train_fields_checked_before_any_work(tmp_path, capsys, train, 
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--n-folds", "1"], "n_folds: expected an integer from 2 to 1000, got 1"),
-    (["--ensemble-top-k", "-1"], "ensemble_top_k: expected an integer >= 1 or null, got -1"),
+    (["--n-folds", "1"], "--n-folds: expected an integer from 2 to 1000, got 1"),
+    (["--ensemble-top-k", "-1"], "--ensemble-top-k: expected an integer >= 1 or null, got -1"),
     (["--models", "dango_turbo"], "unknown model(s) ['dango_turbo']"),
     (["--epochs", "-3"], "TrainConfig.epochs: expected an integer from 1 to 100000, got -3"),
-    (["--workers", "0"], "workers: expected an integer from 1 to 4096, got 0"),
-    (["--gpus-per-run", "-1"], "gpus_per_run: expected a number from 0 to 64"),
+    (["--workers", "0"], "--workers: expected an integer from 1 to 4096, got 0"),
+    (["--gpus-per-run", "-1"], "--gpus-per-run: expected a number from 0 to 64"),
     (["--address", "auto", "--inline"], "address needs backend 'ray'"),
 ])
 def test_evaluate_options_checked_before_any_work(tmp_path, capsys, args, message):
