@@ -342,6 +342,12 @@ def differences(a: Any, b: Any, prefix: str = "") -> list[str]:
     return [] if a == b else [f"{prefix[:-1]}: {shown(a)} -> {shown(b)}"]
 
 
+def differences_text(diff: list[str], most: int = 6) -> str:
+    """The first ``most`` of :func:`differences`' lines for a message, and how many more there are."""
+    more = f"; and {len(diff) - most} more" if len(diff) > most else ""
+    return "; ".join(diff[:most]) + more
+
+
 def _has_entry(folder: Path, entry: str) -> bool:
     """``folder/entry`` is a regular file (a folder when ``entry`` ends in ``/``), links not followed."""
     try:
@@ -440,9 +446,8 @@ def check_output_folder(folder: str | os.PathLike, command: str, params: Mapping
                                     f"(an older version wrote it); remove it or give another folder as {option}")
         diff = differences(owner["params"], to_strict_json(params))
         if diff:
-            more = f"; and {len(diff) - 6} more" if len(diff) > 6 else ""
-            raise OutputFolderError(f"{given}: made by `{command}` with other parameters ({'; '.join(diff[:6])}"
-                                    f"{more}); give another folder as {option}, or remove this one to replace it")
+            raise OutputFolderError(f"{given}: made by `{command}` with other parameters ({differences_text(diff)}); "
+                                    f"give another folder as {option}, or remove this one to replace it")
     return folder
 
 

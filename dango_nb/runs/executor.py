@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..errors import ParamsError
-from ..fileio import differences, read_json, to_strict_json
+from ..fileio import differences, differences_text, read_json, to_strict_json
 from .folder import check_same_request, is_complete, partial_path, read_progress, request_of, train_run
 from .sweep import RunSpec
 
@@ -204,7 +204,7 @@ def check_complete_runs(specs: Sequence[RunSpec]) -> None:
         diff = differences(recorded, to_strict_json(request_of(spec.params)))
         if diff:
             raise ParamsError(f"{spec.out}: an unfinished run of this folder ({partial.name}) was started with "
-                              f"other parameters ({'; '.join(diff[:6])}); give another --out, or remove {partial} "
+                              f"other parameters ({differences_text(diff)}); give another --out, or remove {partial} "
                               "to start the run again")
 
 

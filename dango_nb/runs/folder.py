@@ -39,8 +39,8 @@ import pandas as pd
 import yaml
 
 from ..errors import CheckpointError, OutputFolderError, ParamsError
-from ..fileio import (atomic_write, atomic_write_json, atomic_write_table, check_output_folder, differences, folder_lock,
-                      read_json, read_yaml, to_strict_json, write_owner)
+from ..fileio import (atomic_write, atomic_write_json, atomic_write_table, check_output_folder, differences,
+                      differences_text, folder_lock, read_json, read_yaml, to_strict_json, write_owner)
 from .spec import RunParams, resolved_dict, run_params
 
 __all__ = ["MARKER", "RunFolder", "is_complete", "partial_path", "read_progress", "remember_study", "request_of",
@@ -102,7 +102,7 @@ def check_same_request(path: Path, request: Mapping) -> None:
     diff = differences(info.get("request", {}), dict(request))
     if diff:
         raise ParamsError(f"{path}: a complete run folder with other parameters is already there "
-                          f"({'; '.join(diff[:6])}); choose another output folder or remove it")
+                          f"({differences_text(diff)}); choose another output folder or remove it")
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -424,7 +424,7 @@ class RunFolder:
         diff = differences(theirs, mine)
         if diff:
             raise ParamsError(f"{self.path}: params.yaml differs from the request run.json records "
-                              f"(run.json -> params.yaml: {'; '.join(diff[:6])}); the run folder was changed after "
+                              f"(run.json -> params.yaml: {differences_text(diff)}); the run folder was changed after "
                               "training: restore it or train the run again")
         prov = self._record("provenance.json")
         recorded = {"train.seed": prov.get("seed")}
