@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 DEVICE ?= auto
 BATCH_SIZES ?= 256
 
-.PHONY: install test report bench bench-sweep lab test-ui clean
+.PHONY: install test report bench bench-fit bench-sweep lab test-ui clean
 
 install: $(STAMP)
 
@@ -34,6 +34,12 @@ report: install
 
 bench: install
 	$(PYTHON) -m dango_nb.bench --out reports/bench.json --device $(DEVICE) --batch-sizes $(BATCH_SIZES)
+
+# Time to accuracy: the params/real training recipe against the one it replaced, on the kuzmin preset
+# (two full fits, one after the other, about half an hour on a 2-core CPU); docs/performance.md has the table.
+BENCH_FIT_ARGS ?=
+bench-fit: install
+	$(PYTHON) -m dango_nb.bench_fit --out reports/bench_fit.json $(BENCH_FIT_ARGS)
 
 # Sweep execution: Ray start-up, per-task overhead, 1 vs 2 workers (the 40-fit `small` sweep by
 # default; e.g. BENCH_SWEEP_ARGS="--limit 6 --epochs 3" for a short one).

@@ -2,7 +2,7 @@
 schedule, checkpoints, progress bars and the user's per-epoch function.
 
 The loop calls, in order of ``loop.callbacks``: ``on_train_start(loop)``,
-``on_epoch_start(loop, epoch)``, ``on_step_end(loop, epoch, step)``, ``on_epoch_end(loop, epoch,
+``on_epoch_start(loop, epoch)``, ``on_step_start(loop, epoch, step)``, ``on_step_end(loop, epoch, step)``, ``on_epoch_end(loop, epoch,
 row)`` (a true return value stops the run after this epoch) and ``on_train_end(loop)`` (also when
 the run fails). State that must survive a resume goes through ``state_dict``/``load_state_dict``.
 """
@@ -19,7 +19,8 @@ from tqdm.auto import tqdm
 from dango_nb.train.checkpoint import CheckpointManager, rng_state
 from dango_nb.train.config import LR_SCHEDULES, higher_is_better
 
-__all__ = ["Callback", "EarlyStopping", "LearningRateSchedule", "ModelCheckpoint", "ProgressBar", "EpochCallback"]
+__all__ = ["Callback", "EarlyStopping", "LearningRateSchedule", "LearningRateWarmup", "ModelCheckpoint", "ProgressBar",
+           "EpochCallback"]
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,9 @@ class Callback:
         pass
 
     def on_epoch_start(self, loop, epoch: int) -> None:
+        pass
+
+    def on_step_start(self, loop, epoch: int, step: int) -> None:
         pass
 
     def on_step_end(self, loop, epoch: int, step: int) -> None:
@@ -144,6 +148,42 @@ class LearningRateSchedule(Callback):
     def load_state_dict(self, state):
         if self.plateau is not None and state.get("plateau") is not None:
             self.plateau.load_state_dict(state["plateau"])
+
+
+class LearningRateWarmup(Callback):
+    """Linear warm-up of the interaction stage (``TrainConfig.lr_warmup_epochs``).
+
+    Step ``s`` (counted from the first epoch that trains the interaction loss, ``start_epoch``) of
+    ``n = round(warmup_epochs * steps_per_epoch)`` warm-up steps runs at ``lr * (s + 1) / n``; the
+    rate is scaled just for that step and put back after it, so a learning-rate schedule (cosine,
+    plateau) keeps seeing and setting the base rate. The factor is a closed form of (epoch, step):
+    a resumed run warms up exactly as an uninterrupted one.
+    """
+
+    def __init__(self, optimizer, warmup_epochs: float, start_epoch: int, steps_per_epoch: int):
+        self.optimizer, self.start_epoch = optimizer, int(start_epoch)
+        self.steps_per_epoch = max(int(steps_per_epoch), 1)
+        self.n = max(int(round(float(warmup_epochs) * self.steps_per_epoch)), 1) if warmup_epochs > 0 else 0
+        self.base: list[float] | None = None
+
+    def factor(self, epoch: int, step: int) -> float:
+        s = (epoch - self.start_epoch) * self.steps_per_epoch + step
+        if self.n == 0 or s < 0 or s >= self.n:
+            return 1.0
+        return (s + 1) / self.n
+
+    def on_step_start(self, loop, epoch, step):
+        f = self.factor(epoch, step)
+        if f != 1.0:
+            self.base = [g["lr"] for g in self.optimizer.param_groups]
+            for g, lr in zip(self.optimizer.param_groups, self.base):
+                g["lr"] = lr * f
+
+    def on_step_end(self, loop, epoch, step):
+        if self.base is not None:
+            for g, lr in zip(self.optimizer.param_groups, self.base):
+                g["lr"] = lr
+            self.base = None
 
 
 class ModelCheckpoint(Callback):

@@ -70,6 +70,11 @@ class TrainConfig:
         lr_min: the floor of either schedule.
         lr_factor, lr_patience: ``"plateau"``: multiply the rate by ``lr_factor`` after
             ``lr_patience`` eligible epochs without improvement of ``early_stopping_metric``.
+        lr_warmup_epochs: ramp the rate linearly, step by step, from ``lr / n`` to ``lr`` over the
+            first ``n`` steps of the interaction stage, ``n`` = this many epochs' steps (may be a
+            fraction; 0 = no warm-up). The usual companion of a large batch with a scaled rate
+            (Goyal et al. 2017): the interaction head starts from random weights and fresh Adam
+            moments there. Reconstruction-only epochs before it run at the full rate.
         schedule, transition_epoch: loss schedule by registered name (:mod:`dango_nb.schedules`).
         interaction_loss: ``"logcosh"`` or ``"mse"``.
         grad_clip: max global gradient norm, ``None`` for no clipping.
@@ -101,6 +106,7 @@ class TrainConfig:
     lr_min: float = 0.0
     lr_factor: float = 0.5
     lr_patience: int = 2
+    lr_warmup_epochs: float = 0.0
     schedule: str = "PreThenPost"
     transition_epoch: int = 10
     interaction_loss: str = "logcosh"
@@ -154,6 +160,9 @@ class TrainConfig:
         if self.lr_factor >= 1.0:
             raise bad("lr_factor", "a number in (0, 1)")
         integer("lr_patience", 0)
+        number("lr_warmup_epochs", 0.0, strict=False)
+        if self.lr_warmup_epochs > MAX_EPOCHS:
+            raise bad("lr_warmup_epochs", f"a number from 0 to {MAX_EPOCHS}")
         if not isinstance(self.schedule, str) or self.schedule not in SCHEDULES:
             raise bad("schedule", "one of " + ", ".join(sorted(SCHEDULES)))
         integer("transition_epoch", 0, maximum=MAX_EPOCHS)

@@ -51,8 +51,8 @@ from dango_nb.losses import DangoLoss, lookup_lambda
 from dango_nb.models import Dango
 from dango_nb.schedules import Schedule
 from dango_nb.seed import seed_everything
-from dango_nb.train.callbacks import (Callback, EarlyStopping, EpochCallback, LearningRateSchedule, ModelCheckpoint,
-                                      ProgressBar)
+from dango_nb.train.callbacks import (Callback, EarlyStopping, EpochCallback, LearningRateSchedule,
+                                      LearningRateWarmup, ModelCheckpoint, ProgressBar)
 from dango_nb.train.checkpoint import CheckpointManager, fingerprint, set_rng_state
 from dango_nb.train.config import HISTORY_COLUMNS, TrainConfig
 from dango_nb.train.device import deterministic_kernels, resolve_device
@@ -270,6 +270,10 @@ class TrainingLoop:
                 self.optimizer, config.lr_schedule, config.lr, config.epochs, lr_min=config.lr_min,
                 factor=config.lr_factor, patience=config.lr_patience, higher=self.early_stopping.higher)
             self.callbacks.append(self.lr_schedule)
+        if config.lr_warmup_epochs > 0 and source.trains_interaction:
+            start = config.interaction_epochs(schedule)[0]
+            self.callbacks.append(LearningRateWarmup(self.optimizer, config.lr_warmup_epochs, start,
+                                                     source.steps_per_epoch()))
         self.ckpt_dir = Path(config.checkpoint_dir) if config.checkpoint_dir is not None else None
         if self.ckpt_dir is not None:
             manager = CheckpointManager(self.ckpt_dir, config, source.name, data_fp)
@@ -375,6 +379,8 @@ class TrainingLoop:
         if self.guard_every > 0:
             self.guard = DeviceGuard(self.device, self.config.divergence_factor, self.loss_reference)
         for step, batch in enumerate(self.source.batches(self.generator)):
+            for cb in self.callbacks:
+                cb.on_step_start(self, epoch, step)
             lo, out = self.step(batch, epoch, step, w_rec)
             if self.guard_every > 0 and (step + 1) % self.guard_every == 0:
                 self.guard.check(self, epoch)

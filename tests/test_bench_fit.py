@@ -1,0 +1,107 @@
+"""``python -m dango_nb.bench_fit`` on the tiny preset: both recipes fit in child processes, the
+report holds what docs/performance.md shows, and the numbers are those of the same fit in this process."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from dango_nb import bench_fit
+
+RECIPE = """\
+train:
+  epochs: {epochs}
+  batch_size: {batch}
+  lr: 0.01
+  schedule: PaperTwoStage
+  transition_epoch: 1
+  lr_warmup_epochs: {warmup}
+  early_stopping_patience: 2
+  model:
+    hidden_channels: 16
+    num_heads: 2
+"""
+
+
+@pytest.fixture()
+def recipes(tmp_path):
+    base, cand = tmp_path / "base.yaml", tmp_path / "cand.yaml"
+    base.write_text(RECIPE.format(epochs=4, batch=128, warmup=0))
+    cand.write_text(RECIPE.format(epochs=4, batch=512, warmup=0.5))
+    return base, cand
+
+
+def test_bench_fit_tiny_reports_both_recipes(tmp_path, recipes, capsys):
+    base, cand = recipes
+    out = tmp_path / "r" / "bench_fit.json"
+    data = tmp_path / "data"
+    report = bench_fit.main(["--preset", "tiny", "--data-dir", str(data), "--out", str(out),
+                             "--baseline", str(base), "--candidate", str(cand)])
+    saved = json.loads(out.read_text())
+    assert saved == json.loads(json.dumps(report))
+    assert saved["synthetic"] is True and saved["torch_threads_per_fit"] == 1
+    b, c = saved["runs"]["baseline"], saved["runs"]["candidate"]
+    assert b["config"]["batch_size"] == 128 and c["config"]["batch_size"] == 512
+    assert c["config"]["lr_warmup_epochs"] == 0.5 and b["config"]["checkpoint_dir"] is None
+    for run in (b, c):
+        assert 1 <= run["best_epoch"] < run["epochs_run"] <= 4
+        assert 0 < run["wall_to_best_s"] <= run["wall_s"] and 0 < run["cpu_to_best_s"] <= run["cpu_s"]
+        assert run["best_val_pearson"] == max(v for v in run["val_pearson_by_epoch"][1:] if v is not None)
+        assert run["peak_rss_gb"] > 0 and run["torch_threads"] == 1
+    assert saved["wall_to_best_ratio"] == pytest.approx(c["wall_to_best_s"] / b["wall_to_best_s"])
+    assert saved["test_pearson_difference"] == pytest.approx(c["test_pearson"] - b["test_pearson"])
+    met = c["wall_to_best_s"] <= 0.25 * b["wall_to_best_s"] and c["test_pearson"] >= b["test_pearson"] - 0.005
+    assert saved["goal"]["met"] is met
+    table = (tmp_path / "r" / "bench_fit.md").read_text()
+    assert "SYNTHETIC" in table and "| baseline | batch 128" in table and "warm-up 0.5 ep" in table
+    assert "SYNTHETIC" in capsys.readouterr().out
+
+    # the child's test Pearson is the one this process gets from the same fit
+    from dango_nb.data.study import load_study
+    from dango_nb.eval.prediction import predict
+    from dango_nb.eval.splits import make_splits
+    from dango_nb.train import TrainConfig, fit
+    from dango_nb.train.loop import regression_metrics
+
+    torch.set_num_threads(1)
+    study = load_study("tiny", seed=0, data_dir=data)
+    t = study.triplets
+    fold = make_splits("random", t.indices.numpy(), n_folds=5, seed=0, val_fraction=0.1)[0]
+    sub = [t.subset(torch.as_tensor(r)) for r in (fold.train, fold.val, fold.test)]
+    planted = study.ground_truth["planted_lambda"]
+    lambdas = {et[1]: float(planted.get(et[1].rsplit("_", 1)[-1], 1.0)) for et in study.cell_graph.edge_types}
+    res = fit(study.cell_graph, sub[0], sub[1], TrainConfig(**c["config"]), lambdas)
+    pred = predict(res.best_model(), study.cell_graph, sub[2].indices, res.scaler)
+    want = regression_metrics(sub[2].targets.numpy().astype(np.float64), np.asarray(pred, dtype=np.float64))[0]
+    assert c["test_pearson"] == pytest.approx(want, abs=1e-6) and res.best_epoch == c["best_epoch"]
+
+
+def test_epochs_cap_leaves_the_goal_unjudged(tmp_path, recipes):
+    base, cand = recipes
+    report = bench_fit.main(["--preset", "tiny", "--data-dir", str(tmp_path / "data"), "--out",
+                             str(tmp_path / "b.json"), "--baseline", str(base), "--candidate", str(cand),
+                             "--epochs-cap", "2"])
+    assert report["goal"]["met"] is None and report["epochs_cap"] == 2
+    assert all(r["epochs_run"] <= 2 for r in report["runs"].values())
+
+
+@pytest.mark.parametrize("text, message", [
+    (None, "parameter file not found"),
+    ("train: [1, 2]\n", "expected a `train:` mapping"),
+    ("train:\n  batch_size: 0\n", "train: TrainConfig.batch_size: expected"),
+    ("train:\n  bogus: 1\n", "bogus"),
+    ("train: {a: 1\n", "not valid YAML"),
+])
+def test_bad_recipe_file_is_named_before_any_fit(tmp_path, capsys, text, message):
+    path = tmp_path / "cand.yaml"
+    if text is not None:
+        path.write_text(text)
+    out = tmp_path / "b.json"
+    with pytest.raises(SystemExit) as exc:
+        bench_fit.main(["--preset", "tiny", "--data-dir", str(tmp_path / "data"), "--out", str(out),
+                        "--candidate", str(path)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"error: {path}" in err and message in err
+    assert not out.exists() and not (tmp_path / "data").exists()

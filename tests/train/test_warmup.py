@@ -1,0 +1,97 @@
+"""Learning-rate warm-up of the interaction stage: the rate of every step, its composition with the
+schedules, resume equality, refusals."""
+
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from dango_nb.train import TrainConfig, fit
+from dango_nb.train.callbacks import Callback
+
+LAMBDAS = {"neighborhood": 1.0, "fusion": 1.0, "cooccurence": 1.0, "coexpression": 0.1,
+           "experimental": 0.1, "database": 1.0}
+
+
+def cfg(**kw):
+    base = dict(epochs=4, batch_size=128, lr=0.01, schedule="PreThenPost", transition_epoch=1, progress=False,
+                device="cpu", model={"hidden_channels": 16, "num_heads": 2})
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+class StepRates(Callback):
+    """Records the rate each optimiser step runs at (read after every other step-start callback)."""
+
+    def __init__(self):
+        self.rates: list[tuple[int, int, float]] = []
+
+    def on_step_start(self, loop, epoch, step):
+        self.rates.append((epoch, step, loop.optimizer.param_groups[0]["lr"]))
+
+
+def test_every_step_runs_at_the_documented_rate(study, split):
+    train, val = split
+    spe = math.ceil(len(train) / 128)
+    probe = StepRates()
+    res = fit(study.cell_graph, train, val, cfg(lr_warmup_epochs=1.5), LAMBDAS, callbacks=[probe])
+    n = round(1.5 * spe)
+    for epoch, step, lr in probe.rates:
+        if epoch == 0:  # reconstruction only: full rate
+            want = 0.01
+        else:
+            s = (epoch - 1) * spe + step
+            want = 0.01 * (s + 1) / n if s < n else 0.01
+        assert lr == pytest.approx(want, rel=1e-12), (epoch, step)
+    assert len(probe.rates) == 4 * spe
+    assert res.history["lr"].tolist() == [0.01] * 4  # the base rate, put back after each step
+
+
+def test_warmup_scales_a_cosine_rate(study, split):
+    train, val = split
+    spe = math.ceil(len(train) / 128)
+    probe = StepRates()
+    fit(study.cell_graph, train, val, cfg(lr_warmup_epochs=1, lr_schedule="cosine", lr_min=0.001), LAMBDAS,
+        callbacks=[probe])
+    cosine = [0.001 + (0.01 - 0.001) * (1 + math.cos(math.pi * e / 4)) / 2 for e in range(4)]
+    for epoch, step, lr in probe.rates:
+        factor = (step + 1) / spe if epoch == 1 else 1.0
+        assert lr == pytest.approx(cosine[epoch] * factor, rel=1e-12), (epoch, step)
+
+
+def test_no_warmup_is_the_training_without_it(study, split):
+    train, val = split
+    a = fit(study.cell_graph, train, val, cfg(epochs=2), LAMBDAS)
+    b = fit(study.cell_graph, train, val, cfg(epochs=2, lr_warmup_epochs=0), LAMBDAS)
+    c = fit(study.cell_graph, train, val, cfg(epochs=2, lr_warmup_epochs=0.5), LAMBDAS)
+    for (k, p), q in zip(a.model.state_dict().items(), b.model.state_dict().values()):
+        assert torch.equal(p, q), k
+    assert any(not torch.equal(p, q) for p, q in zip(a.model.state_dict().values(), c.model.state_dict().values()))
+
+
+def test_resume_inside_the_warmup_equals_uninterrupted(study, split, tmp_path):
+    train, val = split
+    kw = dict(lr_warmup_epochs=2.5)
+    straight = fit(study.cell_graph, train, val, cfg(**kw), LAMBDAS)
+
+    class Interrupt(Exception):
+        pass
+
+    def interrupt(epoch, row):
+        if epoch == 1:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        fit(study.cell_graph, train, val, cfg(checkpoint_dir=str(tmp_path), **kw), LAMBDAS, callback=interrupt)
+    resumed = fit(study.cell_graph, train, val, cfg(checkpoint_dir=str(tmp_path), **kw), LAMBDAS)
+    pd.testing.assert_frame_equal(resumed.history.drop(columns=["time_s"]), straight.history.drop(columns=["time_s"]),
+                                  check_exact=True)
+    for (k, p), q in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(p, q), k
+
+
+@pytest.mark.parametrize("value", [-1.0, float("nan"), float("inf"), "1", True])
+def test_bad_warmup_names_the_key(value):
+    with pytest.raises(ValueError, match="TrainConfig.lr_warmup_epochs: expected"):
+        cfg(lr_warmup_epochs=value)
