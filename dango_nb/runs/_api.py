@@ -10,6 +10,8 @@ from ..metrics import evaluate as evaluate_metrics
 from ..train import FitResult, TrainConfig, fit, list_checkpoints, load_checkpoint, resolve_device
 from ..train.checkpoint import load_intact
 from ..train.device import check_device
+from ..train.tensorboard import TensorBoardLogger, summary_writer_class
 
 __all__ = ["SPLITS", "FitResult", "TrainConfig", "check_device", "checkpoint_files", "evaluate_metrics", "fit", "list_checkpoints",
-           "load_checkpoint", "load_intact", "make_splits", "predict", "resolve_device"]
+           "load_checkpoint", "load_intact", "make_splits", "predict", "resolve_device",
+           "summary_writer_class", "TensorBoardLogger"]

@@ -13,6 +13,9 @@ place and renamed into place in one step, so a folder named ``<name>`` is always
       predictions.parquet  val/test triplets: gene names, measured tau, best-epoch prediction
       checkpoints/       best.pt (the model run.json reports, its best_epoch), last.pt,
                          top/epoch_XXXX.pt, top_k.json (dango_nb.train.checkpoint format)
+      tensorboard/       TensorBoard event files, written live (one point per history.csv
+                         value, step = epoch; dango_nb.train.tensorboard); watch a run, a sweep
+                         or an evaluation while it trains with `tensorboard --logdir <folder>`
       README.md          short human-readable summary
       owner.json         the command and request that made it (dango_nb.fileio.check_output_folder)
       COMPLETE           marker
@@ -50,6 +53,8 @@ MARKER = "COMPLETE"
 #: The command that owns run folders (:func:`dango_nb.fileio.check_output_folder`).
 TRAIN_COMMAND = "dango-nb train"
 PROGRESS_FILE = "progress.json"
+#: The run folder's TensorBoard event files (:class:`dango_nb.train.tensorboard.TensorBoardLogger`).
+TENSORBOARD_DIR = "tensorboard"
 #: Set to a folder to make runs die on purpose (fault-tolerance tests): a file ``kill-<run_id>`` there
 #: kills that run's process after an epoch once (the file is removed); ``kill-always-<run_id>`` every time.
 FAULT_ENV = "DANGO_NB_FAULT_DIR"
@@ -168,7 +173,8 @@ def _summary_md(name: str, info: Mapping, resolved: Mapping, synthetic: bool, la
                              for k in ("pearson", "spearman", "mse"))
             lines.append(f"- {part}: {vals} (best-epoch model, {m.get('n_test')} triplets)")
     lines += ["", "Files: `params.yaml` (every parameter), `provenance.json` (versions, device, data hashes), "
-              "`history.csv`, `run.json`, `predictions.parquet`, `checkpoints/`.", "",
+              "`history.csv`, `run.json`, `predictions.parquet`, `checkpoints/`, `tensorboard/` (curves: "
+              f"`tensorboard --logdir {name}`).", "",
               "Predict with it:", "", "```", f"dango-nb predict --run {name} --triplets TRIPLETS.tsv --out predictions.tsv",
               "```", ""]
     return "\n".join(lines)
@@ -202,12 +208,13 @@ def train_run(params: RunParams | Mapping, out: str | os.PathLike, *, run_id: st
         params = run_params(params, source or str(out))
     if progress is not None:
         params.train = params.train.replace(progress=bool(progress))
-    from ._api import check_device
+    from ._api import check_device, summary_writer_class
 
     try:  # the machine must offer the device and precision before any folder or data is touched
         check_device(params.train.device, params.train.precision)
     except ValueError as err:
         raise ParamsError(f"{source or out}: {err}") from None
+    summary_writer_class()  # TensorBoard is installed (an ImportError saying how to install it)
     if params.lambdas_file is not None:
         resolve_lambdas(params, None)  # a missing or bad lambda file fails now, not after the data loads
     request = request_of(params)
@@ -237,7 +244,7 @@ def _train_locked(params: RunParams, out: Path, run_id: str, request: dict, thre
                   on_epoch: Callable[[int, dict], None] | None, study, lambdas: dict[str, float]) -> dict:
     import torch
 
-    from ._api import fit
+    from ._api import TensorBoardLogger, fit
 
     if is_complete(out):  # another process finished it while we waited for nothing: same checks
         check_same_request(out, request)
@@ -295,7 +302,8 @@ def _train_locked(params: RunParams, out: Path, run_id: str, request: dict, thre
             _fault_injection(run_id)
 
         t0 = time.perf_counter()
-        result = fit(study.cell_graph, train, val if len(val) else None, config, lambdas, callback=callback)
+        result = fit(study.cell_graph, train, val if len(val) else None, config, lambdas, callback=callback,
+                     callbacks=[TensorBoardLogger(partial / TENSORBOARD_DIR)])
         fit_s = time.perf_counter() - t0
         best = result.best_model()
 

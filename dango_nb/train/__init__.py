@@ -18,6 +18,7 @@ _EXPORTS = {
     "resolve_device": "device",
     "FitResult": "loop", "TrainingLoop": "loop",
     "TargetScaler": "scaler",
+    "TensorBoardLogger": "tensorboard",
     "Batch": "sources", "BatchSource": "sources", "FixedBatch": "sources", "GeneEpochs": "sources",
     "TripletEpochs": "sources",
 }
