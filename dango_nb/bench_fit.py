@@ -34,38 +34,61 @@ from pathlib import Path
 BASELINE_RECIPE = {"epochs": 20, "batch_size": 256, "lr": 0.003, "schedule": "PaperTwoStage",
                    "transition_epoch": 5, "model": {"hidden_channels": 128}}
 DEFAULT_CANDIDATE = "params/real/04_evaluation.yaml"
+PRESET_NAMES = ("tiny", "small", "kuzmin")  # dango_nb.data.synthetic.PRESETS, named here so --help needs no torch
 #: Fields a benchmark fit sets itself: one device, no files, no bars.
 _FIXED = {"device": "cpu", "checkpoint_dir": None, "progress": False, "keep_top_k": 0}
 
 
 def _parse(argv=None) -> argparse.Namespace:
-    from dango_nb.argtypes import MAX_SEED, int_in, number_in
+    from dango_nb.argtypes import MAX_SEED, data_folder, int_in, number_in
 
     p = argparse.ArgumentParser(prog="python -m dango_nb.bench_fit", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default="reports/bench_fit.json", help="JSON report (written atomically; "
-                   "the table goes beside it as .md)")
-    p.add_argument("--preset", default="kuzmin", help="synthetic preset: tiny, small or kuzmin")
-    p.add_argument("--seed", type=int_in(0, MAX_SEED), default=0, help="benchmark, split and model seed")
-    p.add_argument("--data-dir", default=None, help="where the benchmark files live (default: DANGO_DATA_DIR "
-                   "or the user cache)")
+    p.add_argument("--out", default="reports/bench_fit.json", help="JSON report, a .json path (written "
+                   "atomically; the table goes beside it as .md; default reports/bench_fit.json)")
+    p.add_argument("--preset", default="kuzmin", choices=PRESET_NAMES, help="synthetic preset (default kuzmin)")
+    p.add_argument("--seed", type=int_in(0, MAX_SEED), default=0, help="benchmark, split and model seed (default 0)")
+    p.add_argument("--data-dir", type=data_folder, default=None, help="where the benchmark files live "
+                   "(default: DANGO_DATA_DIR or the user cache)")
     p.add_argument("--threads", type=int_in(1, 256), default=1, help="torch threads per fit (default 1)")
     p.add_argument("--baseline", default=None, help="parameter file whose train: mapping is the baseline "
                    "recipe (default: the recipe params/real used before, BASELINE_RECIPE)")
-    p.add_argument("--candidate", default=DEFAULT_CANDIDATE, help="parameter file whose train: mapping is "
-                   f"the candidate recipe (default {DEFAULT_CANDIDATE})")
+    p.add_argument("--candidate", default=None, help="parameter file whose train: mapping is the candidate "
+                   f"recipe (default: this checkout's {DEFAULT_CANDIDATE})")
     p.add_argument("--epochs-cap", type=int_in(1, 100_000), default=None,
                    help="at most this many epochs per recipe (a quick look; the goal is then not judged)")
     p.add_argument("--max-ratio", type=number_in(0.001, 1.0), default=0.25,
                    help="goal: candidate wall time to best epoch / baseline's (default 0.25)")
     p.add_argument("--tolerance", type=number_in(0.0, 1.0), default=0.005,
                    help="goal: candidate test Pearson >= baseline's - this (default 0.005)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    if out.is_dir():
+        p.error(f"--out {args.out}: is a folder; give a .json file path")
+    if out.suffix != ".json":
+        p.error(f"--out {args.out}: expected a path ending in .json (the table is written beside it as .md)")
+    if args.candidate is None:
+        args.candidate = str(Path(__file__).resolve().parent.parent / DEFAULT_CANDIDATE)
+    return args
+
+
+def _check_writable(out: Path) -> None:
+    """``out``'s folder exists (or is made) and takes a file: checked before hours of fitting."""
+    import tempfile
+
+    from dango_nb.errors import UsageError
+
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out.parent, prefix=f".{out.name}.", suffix=".probe"):
+            pass
+    except OSError as err:
+        raise UsageError(f"--out {out}: cannot write into {out.parent} ({err.strerror or err})") from None
 
 
 def recipe_from_file(path: str | os.PathLike) -> dict:
-    """The ``train:`` mapping of a parameter file, validated as a :class:`~dango_nb.train.TrainConfig`
-    (errors name the file and key)."""
+    """The ``train:`` mapping of a parameter file (the keys it sets), validated as a
+    :class:`~dango_nb.train.TrainConfig` (errors name the file and key)."""
     import yaml
 
     from dango_nb.errors import ParamsError
@@ -84,19 +107,38 @@ def recipe_from_file(path: str | os.PathLike) -> dict:
     train = raw.get("train") if isinstance(raw, dict) else None
     if not isinstance(train, dict):
         raise ParamsError(f"{path}: expected a `train:` mapping of TrainConfig fields")
+    import dataclasses
+
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(str(k) for k in train if k not in known)
+    if unknown:
+        raise ParamsError(f"{path}: train: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
     try:
-        return TrainConfig(**train).to_dict()
+        TrainConfig(**train)
     except (TypeError, ValueError) as err:
         raise ParamsError(f"{path}: train: {err}") from None
+    return dict(train)
 
 
-def _recipe(recipe: dict, seed: int, epochs_cap: int | None) -> dict:
+def _recipe(name: str, recipe: dict, seed: int, epochs_cap: int | None) -> dict:
     from dango_nb.train import TrainConfig
 
+    overridden = sorted(k for k, v in _FIXED.items() if k in recipe and recipe[k] != v and k != "keep_top_k")
+    if overridden:
+        print(f"python -m dango_nb.bench_fit: note: {name}: "
+              + ", ".join(f"{k}={recipe[k]!r}" for k in overridden)
+              + f" replaced by {', '.join(f'{k}={_FIXED[k]!r}' for k in overridden)} (benchmark fits run on the "
+              f"CPU without files)", file=sys.stderr)
     cfg = {**recipe, **_FIXED, "seed": seed}
     if epochs_cap is not None:
         cfg["epochs"] = min(int(cfg["epochs"]), epochs_cap)
-    return TrainConfig(**cfg).to_dict()
+    config = TrainConfig(**cfg)
+    try:
+        config.check_trains_interaction()
+    except ValueError as err:
+        capped = f" (--epochs-cap {epochs_cap})" if epochs_cap is not None else ""
+        raise ValueError(f"{name} recipe{capped}: {err}") from None
+    return config.to_dict()
 
 
 def fit_recipe(name: str, recipe: dict, preset: str, seed: int, data_dir, threads: int) -> dict:
@@ -128,9 +170,14 @@ def fit_recipe(name: str, recipe: dict, preset: str, seed: int, data_dir, thread
     config = TrainConfig(**recipe)
 
     clock: list[tuple[float, float]] = []
+
+    def progress(epoch: int, row: dict) -> None:
+        clock.append((time.perf_counter() - w0, time.process_time() - c0))
+        print(f"{name}: epoch {epoch + 1}/{config.epochs}, val Pearson {row['val_pearson']:.4f}, "
+              f"{clock[-1][0]:.0f} s", file=sys.stderr, flush=True)
+
     w0, c0 = time.perf_counter(), time.process_time()
-    result = fit(graph, train, val, config, lambdas,
-                 callback=lambda epoch, row: clock.append((time.perf_counter() - w0, time.process_time() - c0)))
+    result = fit(graph, train, val, config, lambdas, callback=progress)
     wall, cpu = time.perf_counter() - w0, time.process_time() - c0
     best = result.best_epoch
     y = test.targets.numpy().astype(np.float64)
@@ -149,24 +196,46 @@ def fit_recipe(name: str, recipe: dict, preset: str, seed: int, data_dir, thread
     }
 
 
-def _child(queue, *args) -> None:
+def _child(queue, parent: int, target, *args) -> None:
+    import threading
+
+    def watchdog():  # a fit never outlives the benchmark that asked for it
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watchdog, daemon=True).start()
     try:
-        queue.put(("ok", fit_recipe(*args)))
+        queue.put(("ok", target(*args)))
     except BaseException as err:  # reported by the parent, which owns the exit code
-        import traceback
-
-        queue.put(("error", f"{type(err).__name__}: {err}\n{traceback.format_exc()}"))
+        queue.put(("error", f"{type(err).__name__}: {err}"))
 
 
-def _in_child(*args) -> dict:
+def _in_child(*args, target=None) -> dict:
+    """``target(*args)`` (default :func:`fit_recipe`) in a spawned process whose first argument names
+    it; ``RuntimeError`` with one line when it fails or dies."""
     import multiprocessing as mp
+    import queue as queues
 
     ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_child, args=(queue, *args))
+    results = ctx.Queue()
+    proc = ctx.Process(target=_child, args=(results, os.getpid(), target or fit_recipe, *args), daemon=True)
     proc.start()
-    status, value = queue.get()
-    proc.join()
+    try:
+        while True:
+            try:
+                status, value = results.get(timeout=1.0)
+                break
+            except queues.Empty:
+                if not proc.is_alive():
+                    code = proc.exitcode
+                    how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+                    raise RuntimeError(f"the {args[0]} fit died ({how}) before reporting") from None
+        proc.join()
+    finally:
+        if proc.is_alive():
+            proc.terminate()
+            proc.join(5)
     if status != "ok":
         raise RuntimeError(f"the {args[0]} fit failed: {value}")
     return value
@@ -185,28 +254,49 @@ def cpu_name() -> str:
 
 def main(argv=None) -> dict:
     args = _parse(argv)
-    from dango_nb.bench import _load_avg
-    from dango_nb.errors import ParamsError
-    from dango_nb.fileio import atomic_write, atomic_write_json
+    from dango_nb.errors import OutputFolderError, ParamsError, UsageError
+    from dango_nb.fileio import folder_lock
 
+    prog = "python -m dango_nb.bench_fit"
+    out = Path(args.out)
     try:
         baseline = BASELINE_RECIPE if args.baseline is None else recipe_from_file(args.baseline)
         candidate = recipe_from_file(args.candidate)
-        recipes = {"baseline": _recipe(baseline, args.seed, args.epochs_cap),
-                   "candidate": _recipe(candidate, args.seed, args.epochs_cap)}
-    except (ParamsError, ValueError, TypeError) as err:
-        print(f"python -m dango_nb.bench_fit: error: {err}", file=sys.stderr)
+        recipes = {"baseline": _recipe("baseline", baseline, args.seed, args.epochs_cap),
+                   "candidate": _recipe("candidate", candidate, args.seed, args.epochs_cap)}
+        _check_writable(out)
+        with folder_lock(out):
+            return _run(args, recipes, out)
+    except (ParamsError, UsageError, OutputFolderError, ValueError, TypeError) as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; nothing written", file=sys.stderr)
+        raise SystemExit(130) from None
+
+
+def _run(args, recipes: dict, out: Path) -> dict:
+    from dango_nb.bench import _load_avg
+    from dango_nb.fileio import atomic_write, atomic_write_json
+
     load_before = _load_avg()
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    runs = {name: _in_child(name, cfg, args.preset, args.seed, args.data_dir, args.threads)
-            for name, cfg in recipes.items()}
+    runs: dict[str, dict] = {}
+    for name, cfg in recipes.items():
+        try:
+            runs[name] = _in_child(name, cfg, args.preset, args.seed, args.data_dir, args.threads)
+        except RuntimeError as err:  # recorded; the other recipe's numbers are kept
+            print(f"python -m dango_nb.bench_fit: {err}", file=sys.stderr)
+            runs[name] = {"recipe": name, "config": cfg, "error": str(err)}
     base, cand = runs["baseline"], runs["candidate"]
-    ratio = cand["wall_to_best_s"] / base["wall_to_best_s"]
+    failed = "error" in base or "error" in cand
+    ratio = None if failed else cand["wall_to_best_s"] / base["wall_to_best_s"]
     import torch
 
+    judged = args.epochs_cap is None
     report = {
-        "synthetic": base["synthetic"], "preset": args.preset, "seed": args.seed, "split": "random fold 0",
+        "synthetic": next((r["synthetic"] for r in runs.values() if "synthetic" in r), None),
+        "preset": args.preset, "seed": args.seed, "split": "random fold 0",
         "baseline_source": args.baseline or "dango_nb.bench_fit.BASELINE_RECIPE", "candidate_source": args.candidate,
         "epochs_cap": args.epochs_cap, "cpu": cpu_name(), "cpu_count": os.cpu_count(),
         "torch_threads_per_fit": args.threads, "torch_version": torch.__version__,
@@ -215,19 +305,20 @@ def main(argv=None) -> dict:
         "load_avg_1min": [load_before, _load_avg()],
         "runs": runs,
         "wall_to_best_ratio": ratio,
-        "cpu_to_best_ratio": cand["cpu_to_best_s"] / base["cpu_to_best_s"],
-        "test_pearson_difference": cand["test_pearson"] - base["test_pearson"],
+        "cpu_to_best_ratio": None if failed else cand["cpu_to_best_s"] / base["cpu_to_best_s"],
+        "test_pearson_difference": None if failed else cand["test_pearson"] - base["test_pearson"],
         "goal": {"max_ratio": args.max_ratio, "tolerance": args.tolerance,
-                 "met": None if args.epochs_cap is not None else bool(
-                     ratio <= args.max_ratio and cand["test_pearson"] >= base["test_pearson"] - args.tolerance)},
+                 "met": (False if failed else bool(ratio <= args.max_ratio and cand["test_pearson"]
+                                                   >= base["test_pearson"] - args.tolerance)) if judged else None},
     }
     table = markdown_table(report)
-    out = Path(args.out)
     atomic_write_json(report, out)
     with atomic_write(out.with_suffix(".md")) as fh:
         fh.write(table + "\n")
     print(table)
     print(f"written to {out} and {out.with_suffix('.md')}")
+    if failed:
+        raise SystemExit(1)
     return report
 
 
@@ -253,14 +344,21 @@ def markdown_table(r: dict) -> str:
              "| best val Pearson | test Pearson | peak RSS (GB) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for name, run in r["runs"].items():
+        if "error" in run:
+            lines.append(f"| {name} | {_recipe_text(run['config'])} | failed: {run['error']} " + "| " * 7 + "|")
+            continue
         lines.append(f"| {name} | {_recipe_text(run['config'])} | {run['epochs_run']} | {run['best_epoch']} "
                      f"| {run['wall_to_best_s']:.0f} | {run['cpu_to_best_s']:.0f} | {run['wall_s']:.0f} "
                      f"| {run['best_val_pearson']:.3f} | {run['test_pearson']:.3f} | {run['peak_rss_gb']:.2f} |")
     goal = r["goal"]
     met = {None: "not judged (epochs capped)", True: "met", False: "NOT met"}[goal["met"]]
-    lines += ["", f"candidate / baseline wall time to best epoch: {r['wall_to_best_ratio']:.3f} "
-              f"(CPU time {r['cpu_to_best_ratio']:.3f}); test Pearson difference {r['test_pearson_difference']:+.3f}; "
-              f"goal (ratio <= {goal['max_ratio']:g}, difference >= -{goal['tolerance']:g}): {met}"]
+    if r["wall_to_best_ratio"] is None:
+        lines += ["", f"a fit failed: no comparison; goal: {met}"]
+    else:
+        lines += ["", f"candidate / baseline wall time to best epoch: {r['wall_to_best_ratio']:.3f} "
+                  f"(CPU time {r['cpu_to_best_ratio']:.3f}); test Pearson difference "
+                  f"{r['test_pearson_difference']:+.3f}; goal (ratio <= {goal['max_ratio']:g}, "
+                  f"difference >= -{goal['tolerance']:g}): {met}"]
     return "\n".join(lines)
 
 

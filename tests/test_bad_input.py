@@ -65,6 +65,7 @@ ACCEPTED_VALUES: dict[str, tuple[tuple[str, ...], str]] = {
     "train.weight_decay": (("0", "1.0e+30", HUGE), "0 is the default; any finite decay is a valid setting (divergence "
                                              "guard as for lr)"),
     "train.lr_min": (("0",), "0 is the default floor"),
+    "train.lr_warmup_epochs": (("0",), "0 is no warm-up"),
     "train.lr_patience": (("0", HUGE), "patience counts epochs: 0 reduces at once, a huge one never"),
     "train.transition_epoch": (("0",), "T = 0: no reconstruction-only epochs"),
     "train.grad_clip": (("1.0e+30", HUGE), "a clip norm no gradient reaches: clipping off in effect"),

@@ -105,3 +105,80 @@ def test_bad_recipe_file_is_named_before_any_fit(tmp_path, capsys, text, message
     err = capsys.readouterr().err
     assert f"error: {path}" in err and message in err
     assert not out.exists() and not (tmp_path / "data").exists()
+
+
+def test_a_fit_that_dies_is_reported_not_waited_for():
+    import os
+
+    with pytest.raises(RuntimeError, match="the 9 fit died \\(exit code 9\\) before reporting"):
+        bench_fit._in_child(9, target=os._exit)
+
+
+def test_a_failed_fit_keeps_the_other_recipes_numbers(tmp_path, recipes, capsys):
+    base, _ = recipes
+    bad = tmp_path / "diverge.yaml"
+    bad.write_text(RECIPE.format(epochs=4, batch=128, warmup=0).replace("lr: 0.01", "lr: 1.0e+6")
+                   + "  grad_clip: null\n")
+    out = tmp_path / "b.json"
+    with pytest.raises(SystemExit) as exc:
+        bench_fit.main(["--preset", "tiny", "--data-dir", str(tmp_path / "data"), "--out", str(out),
+                        "--baseline", str(base), "--candidate", str(bad), "--epochs-cap", "2"])
+    assert exc.value.code == 1
+    saved = json.loads(out.read_text())
+    assert saved["runs"]["baseline"]["test_pearson"] is not None
+    assert "TrainingDivergedError" in saved["runs"]["candidate"]["error"]
+    assert saved["wall_to_best_ratio"] is None and saved["goal"]["met"] is None
+    assert "candidate fit failed: TrainingDivergedError" in capsys.readouterr().err
+    assert "| candidate |" in (tmp_path / "b.md").read_text()
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--out", "{tmp}/r.md"], "expected a path ending in .json"),
+    (["--out", "{tmp}/d.json/"], "is a folder"),
+    (["--out", "/proc/bench_fit.json"], "cannot write into /proc"),
+    (["--epochs-cap", "1"], "baseline recipe (--epochs-cap 1): TrainConfig.transition_epoch"),
+    (["--preset", "bogus"], "invalid choice: 'bogus'"),
+    (["--data-dir", "/etc/passwd"], "--data-dir"),
+])
+def test_bad_options_stop_before_any_fit(tmp_path, recipes, capsys, extra, message):
+    _, cand = recipes
+    extra = [e.replace("{tmp}", str(tmp_path)) for e in extra]
+    (tmp_path / "d.json").mkdir()
+    argv = ["--preset", "tiny", "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "b.json"),
+            "--candidate", str(cand)] + extra
+    with pytest.raises(SystemExit) as exc:
+        bench_fit.main(argv)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "data").exists() and not (tmp_path / "b.json").exists()
+
+
+def test_a_report_in_use_is_refused(tmp_path, recipes, capsys):
+    from dango_nb.fileio import folder_lock
+
+    _, cand = recipes
+    out = tmp_path / "b.json"
+    with folder_lock(out):
+        import subprocess
+        import sys
+
+        r = subprocess.run([sys.executable, "-m", "dango_nb.bench_fit", "--preset", "tiny", "--data-dir",
+                            str(tmp_path / "data"), "--out", str(out), "--candidate", str(cand)],
+                           capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "in use by another process" in r.stderr
+    assert not (tmp_path / "data").exists()
+
+
+def test_preset_names_are_the_presets():
+    from dango_nb.data.synthetic import PRESETS
+
+    assert set(bench_fit.PRESET_NAMES) == set(PRESETS)
+
+
+def test_the_default_candidate_is_this_checkouts_params_real(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = bench_fit._parse([])
+    from pathlib import Path
+
+    assert Path(args.candidate) == Path(bench_fit.__file__).resolve().parent.parent / "params/real/04_evaluation.yaml"
+    assert bench_fit.recipe_from_file(args.candidate)["batch_size"] >= 1024

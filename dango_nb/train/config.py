@@ -196,6 +196,17 @@ class TrainConfig:
             except ValueError as err:
                 raise ValueError(f"TrainConfig.model.{err}") from None
 
+    def check_warmup(self, schedule=None) -> None:
+        """``ValueError`` naming ``lr_warmup_epochs`` when the warm-up outlasts the epochs that
+        train the interaction loss: the rate would never reach ``lr``."""
+        if self.lr_warmup_epochs <= 0:
+            return
+        n = len(self.interaction_epochs(schedule))
+        if n and self.lr_warmup_epochs > n:
+            raise ValueError(f"TrainConfig.lr_warmup_epochs: expected at most the {n} epoch(s) that train the "
+                             f"interaction loss (epochs={self.epochs}, transition_epoch={self.transition_epoch}), "
+                             f"got {self.lr_warmup_epochs:g}: the rate would never reach lr")
+
     def interaction_epochs(self, schedule=None) -> list[int]:
         """The epochs in which ``schedule`` (default: the configured one) gives the interaction
         loss a weight above 0 (torch-free; :func:`~dango_nb.train.fit` refuses a run with none)."""
@@ -210,6 +221,7 @@ class TrainConfig:
         train on triplets call this when validating, so the error comes before any work."""
         if schedule is None:
             schedule = SCHEDULES[self.schedule](self.transition_epoch)
+        self.check_warmup(schedule)
         if not self.interaction_epochs(schedule):
             raise ValueError(
                 f"TrainConfig.transition_epoch: schedule {schedule.name!r} with transition_epoch="

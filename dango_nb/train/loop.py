@@ -18,6 +18,7 @@ plus ``loss_rec_<channel>``):
   reconstruction saves 20-60% of a step on the ``kuzmin`` preset. The interaction head is always
   run when there are triplets (without a backward pass when ``w_int == 0``), so ``loss_int`` and
   the train metrics are logged in every epoch; its forward pass costs 1-4% of a step;
+- ``lr`` is the rate the epoch's steps ran at (their mean in the epochs a warm-up scales it);
 - ``train_*`` metrics come from the predictions made during the epoch's steps, each taken before
   that step's parameter update (no extra pass over the training set); ``val_*`` from one
   evaluation pass after the epoch. Both are on the tau scale, NaN targets left out.
@@ -375,12 +376,14 @@ class TrainingLoop:
         sums: dict[str, torch.Tensor] = {}
         total_w = 0
         preds, targets = [], []
+        rates: list[float] = []  # the rate each step ran at (a warm-up scales it per step)
         n_steps = 0
         if self.guard_every > 0:
             self.guard = DeviceGuard(self.device, self.config.divergence_factor, self.loss_reference)
         for step, batch in enumerate(self.source.batches(self.generator)):
             for cb in self.callbacks:
                 cb.on_step_start(self, epoch, step)
+            rates.append(self.optimizer.param_groups[0]["lr"])
             lo, out = self.step(batch, epoch, step, w_rec)
             if self.guard_every > 0 and (step + 1) % self.guard_every == 0:
                 self.guard.check(self, epoch)
@@ -408,7 +411,10 @@ class TrainingLoop:
         row["loss_int"] = means.get("loss_int", nan)
         row["loss_rec_weighted"] = w_rec * row["loss_rec"] if w_rec != 0 else 0.0
         row["loss_int_weighted"] = w_int * row["loss_int"] if w_int != 0 else 0.0
-        row["lr"] = float(self.optimizer.param_groups[0]["lr"])
+        if rates and min(rates) != max(rates):
+            row["lr"] = math.fsum(rates) / len(rates)
+        else:
+            row["lr"] = float(rates[0] if rates else self.optimizer.param_groups[0]["lr"])
         if preds:
             p = self.scaler.inverse_transform(torch.cat(preds).double()).cpu().numpy()
             row["train_pearson"], row["train_spearman"], row["train_mse"] = regression_metrics(

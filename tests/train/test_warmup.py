@@ -45,7 +45,11 @@ def test_every_step_runs_at_the_documented_rate(study, split):
             want = 0.01 * (s + 1) / n if s < n else 0.01
         assert lr == pytest.approx(want, rel=1e-12), (epoch, step)
     assert len(probe.rates) == 4 * spe
-    assert res.history["lr"].tolist() == [0.01] * 4  # the base rate, put back after each step
+    for epoch in range(4):  # the history shows the rate the epoch's steps ran at
+        ran = [lr for e, _, lr in probe.rates if e == epoch]
+        assert res.history["lr"].iloc[epoch] == pytest.approx(sum(ran) / len(ran), rel=1e-12)
+    assert res.history["lr"].iloc[0] == res.history["lr"].iloc[3] == 0.01
+    assert res.history["lr"].iloc[1] < 0.01 * 0.5 < res.history["lr"].iloc[2] < 0.01
 
 
 def test_warmup_scales_a_cosine_rate(study, split):
@@ -95,3 +99,11 @@ def test_resume_inside_the_warmup_equals_uninterrupted(study, split, tmp_path):
 def test_bad_warmup_names_the_key(value):
     with pytest.raises(ValueError, match="TrainConfig.lr_warmup_epochs: expected"):
         cfg(lr_warmup_epochs=value)
+
+
+def test_a_warmup_longer_than_the_interaction_stage_is_refused(study, split):
+    train, val = split
+    config = cfg(lr_warmup_epochs=3.5)  # 4 epochs, T=1: three train the interaction loss
+    with pytest.raises(ValueError, match=r"lr_warmup_epochs: expected at most the 3 epoch\(s\).*got 3.5"):
+        fit(study.cell_graph, train, val, config, LAMBDAS)
+    cfg(lr_warmup_epochs=3).check_trains_interaction()
