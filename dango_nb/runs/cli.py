@@ -43,7 +43,8 @@ def _parse_set(items) -> dict:
 # ------------------------------------------------------------------------------------------ train
 def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("params", help="run parameter file (data, train, split, lambdas_file); e.g. params/tiny/train.yaml")
-    p.add_argument("--out", required=True, help="run folder to create, e.g. runs/NAME")
+    p.add_argument("--out", required=True, help="run folder to create, e.g. runs/NAME (model, history.csv, run.json, checkpoints/, "
+                   "tensorboard/: watch it train with `tensorboard --logdir runs/`)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a dotted key, e.g. --set train.epochs=5 (repeatable)")
     p.add_argument("--threads", type=int_in(1, MAX_PARALLEL), default=None, help="torch threads for the fit (default: torch's)")
@@ -72,7 +73,8 @@ def _run_train(args) -> int:
 # ------------------------------------------------------------------------------------------ sweep
 def _add_sweep(p: argparse.ArgumentParser) -> None:
     p.add_argument("sweep", help="sweep file (base + axes), e.g. params/tiny/sweep.yaml")
-    p.add_argument("--out", required=True, help="sweep folder, e.g. sweeps/NAME (runs under NAME/runs/)")
+    p.add_argument("--out", required=True, help="sweep folder, e.g. sweeps/NAME (runs under NAME/runs/; curves: "
+                   "`tensorboard --logdir sweeps/NAME`)")
     p.add_argument("--address", type=ray_address, default=None,
                    help="Ray cluster: 'auto' (a cluster started with `ray start`) or ray://HOST:10001; "
                         "default: a local Ray started inside this command")
