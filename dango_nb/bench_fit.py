@@ -123,7 +123,8 @@ def recipe_from_file(path: str | os.PathLike) -> dict:
 def _recipe(name: str, recipe: dict, seed: int, epochs_cap: int | None) -> dict:
     from dango_nb.train import TrainConfig
 
-    overridden = sorted(k for k, v in _FIXED.items() if k in recipe and recipe[k] != v and k != "keep_top_k")
+    overridden = sorted(k for k, v in _FIXED.items() if k in recipe and recipe[k] != v and k != "keep_top_k"
+                        and not (k == "device" and recipe[k] == "auto"))
     if overridden:
         print(f"python -m dango_nb.bench_fit: note: {name}: "
               + ", ".join(f"{k}={recipe[k]!r}" for k in overridden)

@@ -24,7 +24,7 @@ import stat
 import sys
 import tempfile
 from pathlib import Path
-from typing import IO, Any, Iterator, Mapping
+from typing import IO, Any, Collection, Iterator, Mapping
 
 import yaml
 
@@ -415,12 +415,14 @@ def real_output_folder(folder: str | os.PathLike, command: str, option: str = "-
 
 
 def check_output_folder(folder: str | os.PathLike, command: str, params: Mapping | None = None,
-                        option: str = "--out") -> Path:
+                        option: str = "--out", shared: Collection[str] = ()) -> Path:
     """``folder`` may receive ``command``'s output: it does not exist, is empty, or was made by ``command``
     (with the same ``params`` when given: the recorded and the new parameters are compared key by key).
     Otherwise :class:`~dango_nb.errors.OutputFolderError` naming the folder, the owner or the differing
-    keys, and what to do (``option``: how the command line names the folder). Writes nothing; returns
-    the folder's real path (:func:`real_output_folder`), where the command must write."""
+    keys, and what to do (``option``: how the command line names the folder). Entries named in
+    ``shared`` (other commands' outputs that may live beside this one's, which the command never
+    touches) do not make a folder someone else's. Writes nothing; returns the folder's real path
+    (:func:`real_output_folder`), where the command must write."""
     given = Path(folder)
     folder = real_output_folder(given, command, option)
     if not folder.exists():
@@ -429,7 +431,8 @@ def check_output_folder(folder: str | os.PathLike, command: str, params: Mapping
     if owner is None:
         try:
             entries = sorted(e.name for e in folder.iterdir()
-                             if e.name not in _IGNORABLE and not (e.name.startswith(".") and e.name.endswith(".lock")))
+                             if e.name not in _IGNORABLE and e.name not in shared
+                             and not (e.name.startswith(".") and e.name.endswith(".lock")))
         except OSError as err:
             raise OutputFolderError(f"{given}: cannot read the folder ({err.strerror or err})") from None
         if not entries:

@@ -77,6 +77,10 @@ PARAMS_NAME = "params.yaml"
 PROVENANCE_NAME = "provenance.json"
 #: The command that owns a report folder and its notebook folders (``owner.json``).
 REPORT_COMMAND = "dango_nb.report"
+#: What the project's other make targets write into ``reports/`` (``make bench``, ``make bench-fit``,
+#: ``make bench-sweep``, ``make test-ui``'s screenshots): a report folder may hold them, and a report
+#: never touches them.
+SHARED_REPORT_ENTRIES = frozenset({"bench.json", "bench_fit.json", "bench_fit.md", "bench_sweep.json", "ui"})
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -502,13 +506,13 @@ def run_report(params_dir: str | os.PathLike, out: str | os.PathLike, only: Sequ
     if missing:
         raise ParamsError(f"{nb_dir}: notebook(s) {', '.join(missing)} not found (use --notebooks DIR)")
     kernel = kernel or pick_kernel()
-    out = check_output_folder(out, REPORT_COMMAND)
+    out = check_output_folder(out, REPORT_COMMAND, shared=SHARED_REPORT_ENTRIES)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise ReportError(f"{out}: cannot create the report folder: {err.strerror or err}") from None
     with report_lock(out, log), _thread_env(threads):
-        check_output_folder(out, REPORT_COMMAND)
+        check_output_folder(out, REPORT_COMMAND, shared=SHARED_REPORT_ENTRIES)
         write_owner(out, REPORT_COMMAND)
         return _run_all(stems, params_dir, out, kernel, timeout, nb_dir, log, log_output, progress)
 

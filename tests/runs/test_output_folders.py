@@ -252,3 +252,26 @@ def test_a_new_report_build_links_the_complete_run_folders_of_earlier_attempts(t
     assert sorted(p.name for p in (build / "runs").iterdir()) == ["a", "b", "c"]
     assert (build / "runs" / "b" / "COMPLETE").read_text() == "evaluation"  # the newer output wins
     assert (build / "runs" / "c" / "COMPLETE").stat().st_ino == (failed / "runs" / "c" / "COMPLETE").stat().st_ino
+
+
+def test_other_make_targets_outputs_do_not_block_a_report(tmp_path):
+    import re
+
+    from dango_nb.errors import OutputFolderError
+    from dango_nb.fileio import check_output_folder
+    from dango_nb.report import REPORT_COMMAND, SHARED_REPORT_ENTRIES
+
+    root = Path(__file__).resolve().parents[2]
+    written = set(re.findall(r"reports/([\w.]+)", (root / "Makefile").read_text()))
+    assert written - {"ui"} <= SHARED_REPORT_ENTRIES, written  # every make target writing into reports/
+    assert "ui" in written and "ui" in SHARED_REPORT_ENTRIES  # make test-ui's screenshots
+    out = tmp_path / "reports"
+    (out / "ui").mkdir(parents=True)
+    for name in ("bench.json", "bench_fit.json", "bench_fit.md", ".gitkeep"):
+        (out / name).write_text("{}")
+    assert check_output_folder(out, REPORT_COMMAND, shared=SHARED_REPORT_ENTRIES) == out.resolve()
+    with pytest.raises(OutputFolderError, match="it holds bench.json"):
+        check_output_folder(out, REPORT_COMMAND)  # without the allowance they are someone else's
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(OutputFolderError, match=r"it holds notes.txt\)"):
+        check_output_folder(out, REPORT_COMMAND, shared=SHARED_REPORT_ENTRIES)
