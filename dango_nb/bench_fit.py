@@ -1,4 +1,4 @@
-"""``make bench-fit``: time to accuracy of two DANGO training recipes, side by side in one run.
+"""``make bench-fit``: time to accuracy of two DANGO training recipes, compared in one run.
 
     python -m dango_nb.bench_fit --out reports/bench_fit.json [--preset kuzmin] [--threads 1]
         [--baseline FILE] [--candidate params/real/04_evaluation.yaml] [--epochs-cap N]
