@@ -327,6 +327,8 @@ def _recipe_text(cfg: dict) -> str:
     parts = [f"batch {cfg['batch_size']}", f"lr {cfg['lr']:g}"]
     if cfg.get("lr_warmup_epochs"):
         parts.append(f"warm-up {cfg['lr_warmup_epochs']:g} ep")
+    if cfg.get("lr_schedule"):
+        parts.append(f"{cfg['lr_schedule']} to {cfg['lr_min']:g}" if cfg["lr_schedule"] == "cosine" else cfg["lr_schedule"])
     parts.append(f"{cfg['schedule']} T={cfg['transition_epoch']}")
     parts.append(f"<= {cfg['epochs']} ep")
     if cfg.get("early_stopping_patience") is not None:

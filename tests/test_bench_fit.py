@@ -55,6 +55,7 @@ def test_bench_fit_tiny_reports_both_recipes(tmp_path, recipes, capsys):
     assert saved["goal"]["met"] is met
     table = (tmp_path / "r" / "bench_fit.md").read_text()
     assert "SYNTHETIC" in table and "| baseline | batch 128" in table and "warm-up 0.5 ep" in table
+    assert "cosine" not in table
     assert "SYNTHETIC" in capsys.readouterr().out
 
     # the child's test Pearson is the one this process gets from the same fit
