@@ -36,7 +36,7 @@ BASELINE_RECIPE = {"epochs": 20, "batch_size": 256, "lr": 0.003, "schedule": "Pa
 DEFAULT_CANDIDATE = "params/real/04_evaluation.yaml"
 PRESET_NAMES = ("tiny", "small", "kuzmin")  # dango_nb.data.synthetic.PRESETS, named here so --help needs no torch
 #: Fields a benchmark fit sets itself: one device, no files, no bars.
-_FIXED = {"device": "cpu", "checkpoint_dir": None, "progress": False, "keep_top_k": 0}
+_FIXED = {"device": "cpu", "checkpoint_dir": None, "progress": False}
 
 
 def _parse(argv=None) -> argparse.Namespace:
@@ -123,7 +123,7 @@ def recipe_from_file(path: str | os.PathLike) -> dict:
 def _recipe(name: str, recipe: dict, seed: int, epochs_cap: int | None) -> dict:
     from dango_nb.train import TrainConfig
 
-    overridden = sorted(k for k, v in _FIXED.items() if k in recipe and recipe[k] != v and k != "keep_top_k"
+    overridden = sorted(k for k, v in _FIXED.items() if k in recipe and recipe[k] != v
                         and not (k == "device" and recipe[k] == "auto"))
     if overridden:
         print(f"python -m dango_nb.bench_fit: note: {name}: "
@@ -166,8 +166,7 @@ def fit_recipe(name: str, recipe: dict, preset: str, seed: int, data_dir, thread
         return triplets.subset(torch.as_tensor(rows, dtype=torch.long))
 
     train, val, test = part(fold.train), part(fold.val), part(fold.test)
-    planted = (study.ground_truth or {}).get("planted_lambda") or {}
-    lambdas = {et[1]: float(planted.get(et[1].rsplit("_", 1)[-1], 1.0)) for et in graph.edge_types}
+    lambdas = study.planted_lambdas()
     config = TrainConfig(**recipe)
 
     clock: list[tuple[float, float]] = []

@@ -85,8 +85,7 @@ t = study.triplets
 perm = torch.randperm(len(t), generator=torch.Generator().manual_seed(0))
 n_tr, n_va = int(0.8 * len(t)), int(0.1 * len(t))
 train, val = t.subset(perm[:n_tr]), t.subset(perm[n_tr:n_tr + n_va])
-planted = (study.ground_truth or {}).get("planted_lambda") or {}
-lambdas = {et[1]: float(planted.get(et[1].rsplit("_", 1)[-1], 1.0)) for et in study.cell_graph.edge_types}
+lambdas = study.planted_lambdas()
 cfg = TrainConfig(epochs=epochs, batch_size=256, transition_epoch=5, early_stopping_patience=5, device=device,
                   progress=False, model={"hidden_channels": 64} if preset != "tiny" else {"hidden_channels": 16})
 t0 = time.perf_counter()

@@ -70,9 +70,7 @@ def test_bench_fit_tiny_reports_both_recipes(tmp_path, recipes, capsys):
     t = study.triplets
     fold = make_splits("random", t.indices.numpy(), n_folds=5, seed=0, val_fraction=0.1)[0]
     sub = [t.subset(torch.as_tensor(r)) for r in (fold.train, fold.val, fold.test)]
-    planted = study.ground_truth["planted_lambda"]
-    lambdas = {et[1]: float(planted.get(et[1].rsplit("_", 1)[-1], 1.0)) for et in study.cell_graph.edge_types}
-    res = fit(study.cell_graph, sub[0], sub[1], TrainConfig(**c["config"]), lambdas)
+    res = fit(study.cell_graph, sub[0], sub[1], TrainConfig(**c["config"]), study.planted_lambdas())
     pred = predict(res.best_model(), study.cell_graph, sub[2].indices, res.scaler)
     want = regression_metrics(sub[2].targets.numpy().astype(np.float64), np.asarray(pred, dtype=np.float64))[0]
     assert c["test_pearson"] == pytest.approx(want, abs=1e-6) and res.best_epoch == c["best_epoch"]

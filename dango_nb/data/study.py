@@ -117,6 +117,12 @@ class Study:
                 f"{len(self.edge_types)} channels, {len(self.triplets)} triplets)")
 
     # ---------------------------------------------------------------------------- extras
+    def planted_lambdas(self) -> dict[str, float]:
+        """The benchmark's planted lambda for each relation of the cell graph (its channel's entry of
+        ``ground_truth["planted_lambda"]``), 1.0 where none is planted (always so on real data)."""
+        planted = (self.ground_truth or {}).get("planted_lambda") or {}
+        return {et[1]: float(planted.get(et[1].rsplit("_", 1)[-1], 1.0)) for et in self.cell_graph.edge_types}
+
     def read_release(self, version: str) -> StringNetworks:
         """Another STRING release of this study (e.g. ``"11.0"`` for lambda determination)."""
         version = str(version)

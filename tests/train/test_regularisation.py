@@ -58,10 +58,12 @@ def test_plateau_never_goes_below_lr_min(study, split):
     assert res.history["lr"].min() >= 0.004 - 1e-15
 
 
-@pytest.mark.parametrize("kind", ["cosine", "plateau"])
-def test_resume_equals_uninterrupted(study, split, tmp_path, kind):
+@pytest.mark.parametrize("kw", [dict(lr_schedule="cosine", lr_patience=0, early_stopping_metric="val_mse"),
+                                dict(lr_schedule="plateau", lr_patience=0, early_stopping_metric="val_mse"),
+                                dict(lr_warmup_epochs=2.5)],  # interrupted inside the warm-up (epochs 1-3.5)
+                         ids=["cosine", "plateau", "warmup"])
+def test_resume_equals_uninterrupted(study, split, tmp_path, kw):
     train, val = split
-    kw = dict(lr_schedule=kind, lr_patience=0, early_stopping_metric="val_mse")
     straight = fit(study.cell_graph, train, val, cfg(**kw), LAMBDAS)
     stop = tmp_path / "interrupted"
 

@@ -1,9 +1,8 @@
 """Learning-rate warm-up of the interaction stage: the rate of every step, its composition with the
-schedules, resume equality, refusals."""
+schedules, refusals (resume equality: tests/train/test_regularisation.py)."""
 
 import math
 
-import pandas as pd
 import pytest
 import torch
 
@@ -72,27 +71,6 @@ def test_no_warmup_is_the_training_without_it(study, split):
     for (k, p), q in zip(a.model.state_dict().items(), b.model.state_dict().values()):
         assert torch.equal(p, q), k
     assert any(not torch.equal(p, q) for p, q in zip(a.model.state_dict().values(), c.model.state_dict().values()))
-
-
-def test_resume_inside_the_warmup_equals_uninterrupted(study, split, tmp_path):
-    train, val = split
-    kw = dict(lr_warmup_epochs=2.5)
-    straight = fit(study.cell_graph, train, val, cfg(**kw), LAMBDAS)
-
-    class Interrupt(Exception):
-        pass
-
-    def interrupt(epoch, row):
-        if epoch == 1:
-            raise Interrupt
-
-    with pytest.raises(Interrupt):
-        fit(study.cell_graph, train, val, cfg(checkpoint_dir=str(tmp_path), **kw), LAMBDAS, callback=interrupt)
-    resumed = fit(study.cell_graph, train, val, cfg(checkpoint_dir=str(tmp_path), **kw), LAMBDAS)
-    pd.testing.assert_frame_equal(resumed.history.drop(columns=["time_s"]), straight.history.drop(columns=["time_s"]),
-                                  check_exact=True)
-    for (k, p), q in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
-        assert torch.equal(p, q), k
 
 
 @pytest.mark.parametrize("value", [-1.0, float("nan"), float("inf"), "1", True])
